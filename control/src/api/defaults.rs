@@ -1,0 +1,2 @@
+use serde_json::Value;
+pub fn apply_defaults(_k: &str, _o: &mut Value) {}

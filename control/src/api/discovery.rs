@@ -1,0 +1,183 @@
+//! Discovery (`/api`, `/apis`, group-version resource lists), `/version`, and the
+//! OpenAPI v3 documents kubectl reads before `apply`/`create`.
+
+use super::resources::{self, Resource, Subresource, RESOURCES};
+use serde_json::{json, Value};
+
+/// The Kubernetes version we speak: kubectl 1.32 warns about larger skews.
+pub const KUBE_MINOR: &str = "32";
+
+pub fn version() -> Value {
+    json!({
+        "major": "1",
+        "minor": KUBE_MINOR,
+        "gitVersion": format!("v1.{KUBE_MINOR}.0-wasmkube.{}", env!("CARGO_PKG_VERSION")),
+        "gitCommit": "",
+        "gitTreeState": "clean",
+        "buildDate": "1970-01-01T00:00:00Z",
+        "goVersion": "n/a (rust)",
+        "compiler": "rustc",
+        "platform": format!("{}/{}", std::env::consts::OS, if cfg!(target_arch = "x86_64") { "amd64" } else { std::env::consts::ARCH }),
+    })
+}
+
+pub fn api_versions() -> Value {
+    json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []})
+}
+
+fn group_entry(group: &str) -> Value {
+    let versions: Vec<Value> = resources::group_versions()
+        .into_iter()
+        .filter(|(g, _)| *g == group)
+        .map(|(g, v)| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
+        .collect();
+    json!({"name": group, "versions": versions, "preferredVersion": versions.first().cloned().unwrap_or(json!({}))})
+}
+
+pub fn api_groups() -> Value {
+    let mut groups: Vec<&str> = Vec::new();
+    for (g, _) in resources::group_versions() {
+        if !g.is_empty() && !groups.contains(&g) {
+            groups.push(g);
+        }
+    }
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups.into_iter().map(group_entry).collect::<Vec<_>>()})
+}
+
+pub fn api_group(group: &str) -> Option<Value> {
+    resources::group_versions().iter().any(|(g, _)| *g == group && !g.is_empty()).then(|| {
+        let mut e = group_entry(group);
+        e["kind"] = json!("APIGroup");
+        e["apiVersion"] = json!("v1");
+        e
+    })
+}
+
+const OBJECT_VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+
+fn subresource_entry(r: &Resource, sub: Subresource) -> Value {
+    let name = format!("{}/{}", r.plural, sub.path());
+    match sub {
+        Subresource::Status => json!({"name": name, "singularName": "", "namespaced": r.namespaced, "kind": r.kind, "verbs": ["get", "patch", "update"]}),
+        // kubectl scale resolves the Scale kind from here: it must be autoscaling/v1.
+        Subresource::Scale => json!({"name": name, "singularName": "", "namespaced": r.namespaced, "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}),
+        Subresource::Binding => json!({"name": name, "singularName": "", "namespaced": r.namespaced, "kind": "Binding", "verbs": ["create"]}),
+        Subresource::Eviction => json!({"name": name, "singularName": "", "namespaced": r.namespaced, "group": "policy", "version": "v1", "kind": "Eviction", "verbs": ["create"]}),
+        Subresource::Log => json!({"name": name, "singularName": "", "namespaced": r.namespaced, "kind": "Pod", "verbs": ["get"]}),
+        Subresource::Finalize => json!({"name": name, "singularName": "", "namespaced": r.namespaced, "kind": r.kind, "verbs": ["update"]}),
+    }
+}
+
+/// The APIResourceList of one group-version, or `None` if we serve no such thing.
+pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+    let rs: Vec<&Resource> = RESOURCES.iter().filter(|r| r.group == group && r.version == version).collect();
+    if rs.is_empty() {
+        return None;
+    }
+    let mut list = Vec::new();
+    for r in &rs {
+        let mut e = json!({
+            "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced,
+            "kind": r.kind, "verbs": OBJECT_VERBS,
+        });
+        if !r.short_names.is_empty() {
+            e["shortNames"] = json!(r.short_names);
+        }
+        if !r.categories.is_empty() {
+            e["categories"] = json!(r.categories);
+        }
+        list.push(e);
+        for s in r.subresources {
+            list.push(subresource_entry(r, *s));
+        }
+    }
+    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list}))
+}
+
+fn gv_path(group: &str, version: &str) -> String {
+    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
+}
+
+/// `/openapi/v3`: where each group-version's document lives.
+pub fn openapi_root() -> Value {
+    let mut paths = serde_json::Map::new();
+    for (g, v) in resources::group_versions() {
+        let p = gv_path(g, v);
+        // The hash changes with our version so clients refetch after an upgrade.
+        paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", env!("CARGO_PKG_VERSION").replace('.', ""))}));
+    }
+    json!({"paths": paths})
+}
+
+/// `/openapi/v3/<gv path>`: per kind, the object path with a PATCH operation that
+/// names its group-version-kind and accepts `fieldValidation`, which is what kubectl
+/// checks before it hands validation to the server (`--validate=strict`). Request
+/// bodies deliberately list no strategic-merge content type, so kubectl computes
+/// strategic merge patches from the schema compiled into it, which carries the
+/// upstream merge keys.
+pub fn openapi_group_version(path: &str) -> Option<Value> {
+    let (g, v) = resources::group_versions().into_iter().find(|(g, v)| gv_path(g, v) == path)?;
+    let mut paths = serde_json::Map::new();
+    for r in RESOURCES.iter().filter(|r| r.group == g && r.version == v) {
+        let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
+        let params = json!([
+            {"name": "dryRun", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
+            {"name": "fieldManager", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
+            {"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
+        ]);
+        let body = json!({"content": {
+            "application/json-patch+json": {"schema": {"type": "object"}},
+            "application/merge-patch+json": {"schema": {"type": "object"}},
+            "application/apply-patch+yaml": {"schema": {"type": "object"}},
+        }});
+        let object_path = if r.namespaced {
+            format!("{}/namespaces/{{namespace}}/{}/{{name}}", r.group_version_path(), r.plural)
+        } else {
+            format!("{}/{}/{{name}}", r.group_version_path(), r.plural)
+        };
+        paths.insert(object_path, json!({
+            "patch": {
+                "operationId": format!("patch{}", r.kind),
+                "x-kubernetes-action": "patch",
+                "x-kubernetes-group-version-kind": gvk,
+                "parameters": params,
+                "requestBody": body,
+                "responses": {"200": {"description": "OK"}},
+            },
+        }));
+    }
+    Some(json!({
+        "openapi": "3.0.0",
+        "info": {"title": "wasmkube", "version": format!("v1.{KUBE_MINOR}.0")},
+        "paths": paths,
+        "components": {"schemas": {}},
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_subresource_is_autoscaling_v1() {
+        let apps = resource_list("apps", "v1").unwrap();
+        let scale = apps["resources"].as_array().unwrap().iter().find(|r| r["name"] == "deployments/scale").unwrap();
+        assert_eq!((scale["group"].as_str(), scale["kind"].as_str()), (Some("autoscaling"), Some("Scale")));
+        assert!(resource_list("apps", "v2").is_none());
+    }
+
+    #[test]
+    fn every_kind_has_a_patch_path_with_field_validation() {
+        for (g, v) in resources::group_versions() {
+            let doc = openapi_group_version(&gv_path(g, v)).unwrap();
+            for r in RESOURCES.iter().filter(|r| r.group == g && r.version == v) {
+                let found = doc["paths"].as_object().unwrap().values().any(|p| {
+                    p["patch"]["x-kubernetes-group-version-kind"]["kind"] == r.kind
+                        && p["patch"]["parameters"].as_array().unwrap().iter().any(|x| x["name"] == "fieldValidation")
+                });
+                assert!(found, "{} lacks a patch path", r.kind);
+            }
+        }
+    }
+}

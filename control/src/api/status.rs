@@ -1,0 +1,288 @@
+//! API errors and their Kubernetes `Status` form.
+//!
+//! Every failure the API server returns is a `Status` object with the reason and
+//! code kubectl and client-go switch on (NotFound, AlreadyExists, Conflict, Invalid
+//! with field causes, Expired, ...). Messages follow upstream wording because users
+//! and scripts grep for them.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+use std::fmt;
+
+/// The kind of a field-level validation failure (upstream `field.ErrorType`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FieldErrorType {
+    /// A required field is missing or empty.
+    Required,
+    /// The value is malformed or out of range.
+    Invalid,
+    /// The value appears twice where it must be unique.
+    Duplicate,
+    /// The value is not one of the supported values.
+    NotSupported,
+    /// The field may not be set or changed.
+    Forbidden,
+    /// The value is longer than allowed.
+    TooLong,
+    /// The value refers to something that does not exist.
+    NotFound,
+}
+
+impl FieldErrorType {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Required => "Required value",
+            Self::Invalid => "Invalid value",
+            Self::Duplicate => "Duplicate value",
+            Self::NotSupported => "Unsupported value",
+            Self::Forbidden => "Forbidden",
+            Self::TooLong => "Too long",
+            Self::NotFound => "Not found",
+        }
+    }
+
+    fn reason(self) -> &'static str {
+        match self {
+            Self::Required => "FieldValueRequired",
+            Self::Invalid => "FieldValueInvalid",
+            Self::Duplicate => "FieldValueDuplicate",
+            Self::NotSupported => "FieldValueNotSupported",
+            Self::Forbidden => "FieldValueForbidden",
+            Self::TooLong => "FieldValueTooLong",
+            Self::NotFound => "FieldValueNotFound",
+        }
+    }
+
+    /// Whether upstream prints the offending value in the message.
+    fn shows_value(self) -> bool {
+        matches!(self, Self::Invalid | Self::Duplicate | Self::NotSupported | Self::NotFound)
+    }
+}
+
+/// One validation failure at a field path such as `spec.template.spec.containers[0].name`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FieldError {
+    pub kind: FieldErrorType,
+    pub field: String,
+    pub value: Value,
+    pub detail: String,
+}
+
+impl FieldError {
+    pub fn new(kind: FieldErrorType, field: impl Into<String>, value: Value, detail: impl Into<String>) -> Self {
+        Self { kind, field: field.into(), value, detail: detail.into() }
+    }
+    pub fn required(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(FieldErrorType::Required, field, Value::Null, detail)
+    }
+    pub fn invalid(field: impl Into<String>, value: impl Into<Value>, detail: impl Into<String>) -> Self {
+        Self::new(FieldErrorType::Invalid, field, value.into(), detail)
+    }
+    pub fn duplicate(field: impl Into<String>, value: impl Into<Value>) -> Self {
+        Self::new(FieldErrorType::Duplicate, field, value.into(), "")
+    }
+    pub fn not_supported(field: impl Into<String>, value: impl Into<Value>, supported: &[&str]) -> Self {
+        let list: Vec<String> = supported.iter().map(|s| format!("\"{s}\"")).collect();
+        Self::new(FieldErrorType::NotSupported, field, value.into(), format!("supported values: {}", list.join(", ")))
+    }
+    pub fn forbidden(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::new(FieldErrorType::Forbidden, field, Value::Null, detail)
+    }
+    pub fn not_found(field: impl Into<String>, value: impl Into<Value>) -> Self {
+        Self::new(FieldErrorType::NotFound, field, value.into(), "")
+    }
+    pub fn too_long(field: impl Into<String>, max: usize) -> Self {
+        Self::new(FieldErrorType::TooLong, field, Value::Null, format!("must have at most {max} bytes"))
+    }
+
+    /// The message without the field path, e.g. `Invalid value: -1: must be greater than or equal to 0`.
+    pub fn body(&self) -> String {
+        let mut s = self.kind.label().to_string();
+        if self.kind.shows_value() {
+            let v = match &self.value {
+                Value::String(x) => format!("\"{x}\""),
+                Value::Null => "null".to_string(),
+                other => other.to_string(),
+            };
+            s.push_str(": ");
+            s.push_str(&v);
+        }
+        if !self.detail.is_empty() {
+            s.push_str(": ");
+            s.push_str(&self.detail);
+        }
+        s
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.body())
+    }
+}
+
+/// Identifies the resource an error is about, as upstream's `schema.GroupResource`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Target {
+    /// API group, empty for core.
+    pub group: String,
+    /// Plural resource name, e.g. `deployments`.
+    pub resource: String,
+    /// Kind, e.g. `Deployment` (used by Invalid).
+    pub kind: String,
+    pub name: String,
+}
+
+impl Target {
+    /// `deployments.apps` or `pods`.
+    pub fn qualified_resource(&self) -> String {
+        if self.group.is_empty() { self.resource.clone() } else { format!("{}.{}", self.resource, self.group) }
+    }
+    /// `Deployment.apps` or `Pod`.
+    pub fn qualified_kind(&self) -> String {
+        if self.group.is_empty() { self.kind.clone() } else { format!("{}.{}", self.kind, self.group) }
+    }
+}
+
+/// An error the API answers with; each maps to one `Status` reason and HTTP code.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{} \"{}\" not found", .0.qualified_resource(), .0.name)]
+    NotFound(Target),
+    #[error("{} \"{}\" already exists", .0.qualified_resource(), .0.name)]
+    AlreadyExists(Target),
+    #[error("Operation cannot be fulfilled on {} \"{}\": {}", .0.qualified_resource(), .0.name, .1)]
+    Conflict(Target, String),
+    #[error("{} \"{}\" is invalid: {}", .0.qualified_kind(), .0.name, format_causes(.1))]
+    Invalid(Target, Vec<FieldError>),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("Unauthorized")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("the server could not find the requested resource")]
+    UnknownPath,
+    #[error("the server does not allow this method on the requested resource")]
+    MethodNotAllowed,
+    #[error("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf")]
+    UnsupportedMediaType,
+    #[error("Request entity too large: limit is {0}")]
+    TooLarge(usize),
+    #[error("{0}")]
+    Expired(String),
+    #[error("{0}")]
+    TooManyRequests(String),
+    #[error("Internal error occurred: {0}")]
+    Internal(String),
+}
+
+fn format_causes(causes: &[FieldError]) -> String {
+    match causes {
+        [one] => one.to_string(),
+        many => format!("[{}]", many.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(", ")),
+    }
+}
+
+impl ApiError {
+    pub fn code(&self) -> StatusCode {
+        match self {
+            Self::NotFound(_) | Self::UnknownPath => StatusCode::NOT_FOUND,
+            Self::AlreadyExists(_) | Self::Conflict(..) => StatusCode::CONFLICT,
+            Self::Invalid(..) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Expired(_) => StatusCode::GONE,
+            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::NotFound(_) | Self::UnknownPath => "NotFound",
+            Self::AlreadyExists(_) => "AlreadyExists",
+            Self::Conflict(..) => "Conflict",
+            Self::Invalid(..) => "Invalid",
+            Self::BadRequest(_) => "BadRequest",
+            Self::Unauthorized => "Unauthorized",
+            Self::Forbidden(_) => "Forbidden",
+            Self::MethodNotAllowed => "MethodNotAllowed",
+            Self::UnsupportedMediaType => "UnsupportedMediaType",
+            Self::TooLarge(_) => "RequestEntityTooLarge",
+            Self::Expired(_) => "Expired",
+            Self::TooManyRequests(_) => "TooManyRequests",
+            Self::Internal(_) => "InternalError",
+        }
+    }
+
+    /// The stale-resourceVersion conflict every optimistic-concurrency write can hit.
+    pub fn stale(target: Target) -> Self {
+        Self::Conflict(target, "the object has been modified; please apply your changes to the latest version and try again".into())
+    }
+
+    /// The `Status` object for this error.
+    pub fn to_status(&self) -> Value {
+        let mut status = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.to_string(),
+            "reason": self.reason(),
+            "code": self.code().as_u16(),
+        });
+        let details = match self {
+            Self::NotFound(t) | Self::AlreadyExists(t) | Self::Conflict(t, _) => Some(json!({
+                "name": t.name, "group": t.group, "kind": t.resource,
+            })),
+            Self::Invalid(t, causes) => Some(json!({
+                "name": t.name, "group": t.group, "kind": t.kind,
+                "causes": causes.iter().map(|c| json!({
+                    "reason": c.kind.reason(), "message": c.body(), "field": c.field,
+                })).collect::<Vec<_>>(),
+            })),
+            _ => None,
+        };
+        if let Some(d) = details {
+            status["details"] = d;
+        }
+        status
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&self.to_status()).unwrap_or_default();
+        (self.code(), [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_status_reads_like_upstream() {
+        let t = Target { group: "apps".into(), resource: "deployments".into(), kind: "Deployment".into(), name: "bad".into() };
+        let e = ApiError::Invalid(t, vec![FieldError::invalid("spec.replicas", -1, "must be greater than or equal to 0")]);
+        assert_eq!(e.to_string(), "Deployment.apps \"bad\" is invalid: spec.replicas: Invalid value: -1: must be greater than or equal to 0");
+        let s = e.to_status();
+        assert_eq!(s["code"], 422);
+        assert_eq!(s["details"]["causes"][0]["message"], "Invalid value: -1: must be greater than or equal to 0");
+        assert_eq!(s["details"]["causes"][0]["reason"], "FieldValueInvalid");
+    }
+
+    #[test]
+    fn not_found_names_the_qualified_resource() {
+        let t = Target { group: "".into(), resource: "pods".into(), kind: "Pod".into(), name: "x".into() };
+        assert_eq!(ApiError::NotFound(t).to_string(), "pods \"x\" not found");
+    }
+}

@@ -1,0 +1,127 @@
+//! The wasmkube control plane: the object store, the Kubernetes-compatible API
+//! server, credentials, and the control loops.
+
+pub mod api;
+pub mod auth;
+pub mod controllers;
+pub mod store;
+
+use api::request::{Address, Query};
+use api::{ApiState, SharedState};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use store::{LocalStore, Store, StoreError};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// A cloneable "stop now" signal shared by every task of a process.
+#[derive(Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    /// The trigger and its first receiver.
+    pub fn new() -> (watch::Sender<bool>, Self) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Self(rx))
+    }
+    /// Completes once shutdown has been asked for (or the trigger is gone).
+    pub async fn wait(&mut self) {
+        let _ = self.0.wait_for(|stop| *stop).await;
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Auth(#[from] auth::AuthError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: String, #[source] source: std::io::Error },
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir { path: PathBuf, #[source] source: std::io::Error },
+    #[error("bootstrap failed: {0}")]
+    Bootstrap(String),
+}
+
+/// Where and how to run the control plane.
+pub struct ControlPlaneConfig {
+    pub data_dir: PathBuf,
+    /// `HOST:PORT`; port 0 picks a free one.
+    pub api_addr: String,
+}
+
+/// A running control plane.
+pub struct ControlPlane {
+    pub api_addr: SocketAddr,
+    pub kubeconfig: PathBuf,
+    pub state: SharedState,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// The namespaces every cluster starts with.
+pub const INITIAL_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+impl ControlPlane {
+    /// Open the store, make credentials, bind the API port and start serving.
+    pub async fn start(cfg: ControlPlaneConfig, shutdown: Shutdown) -> Result<Self, ControlError> {
+        std::fs::create_dir_all(&cfg.data_dir).map_err(|source| ControlError::DataDir { path: cfg.data_dir.clone(), source })?;
+        let store: Arc<dyn Store> = Arc::new(LocalStore::open(&cfg.data_dir.join("store.redb"))?);
+        let listener = TcpListener::bind(&cfg.api_addr).await.map_err(|source| ControlError::Listen { addr: cfg.api_addr.clone(), source })?;
+        let api_addr = listener.local_addr().map_err(|source| ControlError::Listen { addr: cfg.api_addr.clone(), source })?;
+        let host = api_addr.ip().to_string();
+        let creds = auth::Credentials::load_or_create(&cfg.data_dir, &[host.clone()])?;
+        let tls = creds.server_config()?;
+        let kubeconfig = cfg.data_dir.join("kubeconfig");
+        let server_host = if api_addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { host };
+        let server_url = if server_host.contains(':') { format!("https://[{server_host}]:{}", api_addr.port()) } else { format!("https://{server_host}:{}", api_addr.port()) };
+        creds.write_kubeconfig(&kubeconfig, &server_url)?;
+
+        let state: SharedState = Arc::new(ApiState {
+            store,
+            admin_token: creds.admin_token.clone(),
+            namespace_deleted: Default::default(),
+        });
+        bootstrap(&state)?;
+
+        let mut tasks = Vec::new();
+        let app = api::router(state.clone());
+        let mut stop = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = api::serve(listener, tls, app, async move { stop.wait().await }).await {
+                tracing::error!(error = %e, "API server stopped");
+            }
+        }));
+        tasks.push(tokio::spawn(controllers::namespace::run(state.clone(), shutdown)));
+        tracing::info!(addr = %api_addr, "API server listening");
+        Ok(Self { api_addr, kubeconfig, state, tasks })
+    }
+
+    /// Wait for every task to finish (after shutdown was signalled).
+    pub async fn join(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+
+    pub fn data_dir_kubeconfig(data_dir: &Path) -> PathBuf {
+        data_dir.join("kubeconfig")
+    }
+}
+
+/// Create the initial namespaces if they are missing (first start).
+fn bootstrap(state: &SharedState) -> Result<(), ControlError> {
+    let nsres = api::resources::find("", "v1", "namespaces").ok_or_else(|| ControlError::Bootstrap("namespaces are not served".into()))?;
+    for name in INITIAL_NAMESPACES {
+        if state.store.get(&nsres.key("", name))?.is_some() {
+            continue;
+        }
+        let addr = Address { resource: nsres, namespace: None, name: None, sub: None };
+        let obj = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+        let (obj, _) = api::handlers::prepare_create(state, &addr, obj, &Query::default()).map_err(|e| ControlError::Bootstrap(e.to_string()))?;
+        state.store.create(&nsres.key("", name), obj)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,332 @@
+//! The embedded store: an in-memory index of every object, written through to
+//! redb before a write returns. Reads never touch the disk (the role the watch
+//! cache plays in kube-apiserver); the file is read once, at open.
+
+use super::{object_revision, EventType, Store, StoreError, StoreEvent, Watch};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde_json::Value;
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use tokio::sync::broadcast;
+
+const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const REVISION_KEY: &str = "revision";
+
+/// Events kept for resumable watches; older revisions get 410 Expired.
+pub const DEFAULT_HISTORY: usize = 10_000;
+/// Live events buffered per watcher before it is cut off as too slow.
+const LIVE_BUFFER: usize = 16_384;
+
+struct State {
+    objects: BTreeMap<String, Arc<Value>>,
+    revision: u64,
+    history: VecDeque<Arc<StoreEvent>>,
+    /// Watches from a revision at or above this can be replayed from history.
+    history_floor: u64,
+}
+
+/// See the module docs. `db` is `None` for a memory-only store (tests, benchmarks).
+pub struct LocalStore {
+    // One mutex orders writes, history and broadcast so watchers see revisions in
+    // order; no `.await` happens while it is held.
+    state: Mutex<State>,
+    db: Option<Database>,
+    path: Option<std::path::PathBuf>,
+    history_limit: usize,
+    events: broadcast::Sender<Arc<StoreEvent>>,
+}
+
+fn backend<E: std::fmt::Display>(e: E) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl LocalStore {
+    pub fn in_memory() -> Self {
+        Self::build(BTreeMap::new(), 0, None, None)
+    }
+
+    /// Open (or create) the redb file at `path` and load every object.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::create(path).map_err(backend)?;
+        let mut objects = BTreeMap::new();
+        let mut revision = 0;
+        {
+            let txn = db.begin_write().map_err(backend)?;
+            // Opening in a write transaction creates the tables on first start.
+            txn.open_table(OBJECTS).map_err(backend)?;
+            txn.open_table(META).map_err(backend)?;
+            txn.commit().map_err(backend)?;
+        }
+        let read = db.begin_read().map_err(backend)?;
+        let table = read.open_table(OBJECTS).map_err(backend)?;
+        for row in table.iter().map_err(backend)? {
+            let (k, v) = row.map_err(backend)?;
+            let obj: Value = serde_json::from_slice(v.value())
+                .map_err(|e| StoreError::Backend(format!("object {} is corrupt: {e}", k.value())))?;
+            objects.insert(k.value().to_string(), Arc::new(obj));
+        }
+        let meta = read.open_table(META).map_err(backend)?;
+        if let Some(r) = meta.get(REVISION_KEY).map_err(backend)? {
+            revision = r.value();
+        }
+        Ok(Self::build(objects, revision, Some(db), Some(path.to_path_buf())))
+    }
+
+    fn build(objects: BTreeMap<String, Arc<Value>>, revision: u64, db: Option<Database>, path: Option<std::path::PathBuf>) -> Self {
+        let (events, _) = broadcast::channel(LIVE_BUFFER);
+        Self {
+            state: Mutex::new(State { objects, revision, history: VecDeque::new(), history_floor: revision }),
+            db,
+            path,
+            history_limit: DEFAULT_HISTORY,
+            events,
+        }
+    }
+
+    /// Keep only `limit` events of history (tests use a small one to reach 410).
+    pub fn with_history_limit(mut self, limit: usize) -> Self {
+        self.history_limit = limit.max(1);
+        self
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the map half-written (every
+        // mutation is a single insert/remove after the disk write), so recover.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Write one change to disk: `Some(bytes)` stores, `None` removes.
+    fn persist(&self, key: &str, bytes: Option<&[u8]>, revision: u64) -> Result<(), StoreError> {
+        let Some(db) = &self.db else { return Ok(()) };
+        let txn = db.begin_write().map_err(backend)?;
+        {
+            let mut objects = txn.open_table(OBJECTS).map_err(backend)?;
+            match bytes {
+                Some(b) => {
+                    objects.insert(key, b).map_err(backend)?;
+                }
+                None => {
+                    objects.remove(key).map_err(backend)?;
+                }
+            }
+            let mut meta = txn.open_table(META).map_err(backend)?;
+            meta.insert(REVISION_KEY, revision).map_err(backend)?;
+        }
+        txn.commit().map_err(backend)
+    }
+
+    /// Apply one write under the lock: persist, index, record and broadcast.
+    fn commit(
+        &self,
+        st: &mut State,
+        kind: EventType,
+        key: &str,
+        mut obj: Value,
+        prev: Option<Arc<Value>>,
+    ) -> Result<Arc<Value>, StoreError> {
+        let revision = st.revision + 1;
+        if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.insert("resourceVersion".into(), Value::String(revision.to_string()));
+        }
+        let bytes = serde_json::to_vec(&obj).map_err(backend)?;
+        self.persist(key, (kind != EventType::Deleted).then_some(&bytes[..]), revision)?;
+        st.revision = revision;
+        let obj = Arc::new(obj);
+        if kind == EventType::Deleted {
+            st.objects.remove(key);
+        } else {
+            st.objects.insert(key.to_string(), obj.clone());
+        }
+        let event = Arc::new(StoreEvent { kind, key: key.to_string(), object: obj.clone(), prev, revision });
+        st.history.push_back(event.clone());
+        while st.history.len() > self.history_limit {
+            if let Some(old) = st.history.pop_front() {
+                st.history_floor = old.revision;
+            }
+        }
+        // No receivers is fine: nobody is watching.
+        let _ = self.events.send(event);
+        Ok(obj)
+    }
+}
+
+fn check_expected(key: &str, current: &Value, expected: Option<u64>) -> Result<(), StoreError> {
+    if let Some(expected) = expected {
+        let actual = object_revision(current).unwrap_or(0);
+        if actual != expected {
+            return Err(StoreError::Conflict { key: key.to_string(), expected, actual });
+        }
+    }
+    Ok(())
+}
+
+impl Store for LocalStore {
+    fn get(&self, key: &str) -> Result<Option<Arc<Value>>, StoreError> {
+        Ok(self.lock().objects.get(key).cloned())
+    }
+
+    fn list(&self, prefix: &str) -> Result<(Vec<Arc<Value>>, u64), StoreError> {
+        let st = self.lock();
+        let items = st
+            .objects
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v.clone())
+            .collect();
+        Ok((items, st.revision))
+    }
+
+    fn create(&self, key: &str, obj: Value) -> Result<Arc<Value>, StoreError> {
+        let mut st = self.lock();
+        if st.objects.contains_key(key) {
+            return Err(StoreError::AlreadyExists(key.to_string()));
+        }
+        self.commit(&mut st, EventType::Added, key, obj, None)
+    }
+
+    fn update(&self, key: &str, obj: Value, expected: Option<u64>) -> Result<Arc<Value>, StoreError> {
+        let mut st = self.lock();
+        let current = st.objects.get(key).cloned().ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+        check_expected(key, &current, expected)?;
+        self.commit(&mut st, EventType::Modified, key, obj, Some(current))
+    }
+
+    fn delete(&self, key: &str, expected: Option<u64>) -> Result<Arc<Value>, StoreError> {
+        let mut st = self.lock();
+        let current = st.objects.get(key).cloned().ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+        check_expected(key, &current, expected)?;
+        self.commit(&mut st, EventType::Deleted, key, (*current).clone(), Some(current))
+    }
+
+    fn watch(&self, prefix: &str, from: Option<u64>) -> Result<Watch, StoreError> {
+        let st = self.lock();
+        // Subscribe under the lock so no event falls between replay and live feed.
+        let live = self.events.subscribe();
+        let initial = match from {
+            None => st
+                .objects
+                .range(prefix.to_string()..)
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .map(|(k, v)| {
+                    Arc::new(StoreEvent {
+                        kind: EventType::Added,
+                        key: k.clone(),
+                        object: v.clone(),
+                        prev: None,
+                        revision: object_revision(v).unwrap_or(0),
+                    })
+                })
+                .collect(),
+            Some(from) if from >= st.revision => Vec::new(),
+            Some(from) if from < st.history_floor => {
+                return Err(StoreError::Expired { requested: from, oldest: st.history_floor });
+            }
+            Some(from) => st
+                .history
+                .iter()
+                .filter(|e| e.revision > from && e.key.starts_with(prefix))
+                .cloned()
+                .collect(),
+        };
+        Ok(Watch { initial, live, prefix: prefix.to_string() })
+    }
+
+    fn revision(&self) -> u64 {
+        self.lock().revision
+    }
+
+    fn size_on_disk(&self) -> u64 {
+        self.path.as_ref().and_then(|p| std::fs::metadata(p).ok()).map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cm(name: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "default"}})
+    }
+
+    #[test]
+    fn revisions_increase_and_cas_detects_stale_writes() {
+        let s = LocalStore::in_memory();
+        let a = s.create("/core/configmaps/default/a", cm("a")).unwrap();
+        assert_eq!(object_revision(&a), Some(1));
+        assert!(matches!(s.create("/core/configmaps/default/a", cm("a")), Err(StoreError::AlreadyExists(_))));
+        let b = s.update("/core/configmaps/default/a", cm("a"), Some(1)).unwrap();
+        assert_eq!(object_revision(&b), Some(2));
+        assert!(matches!(
+            s.update("/core/configmaps/default/a", cm("a"), Some(1)),
+            Err(StoreError::Conflict { expected: 1, actual: 2, .. })
+        ));
+        let d = s.delete("/core/configmaps/default/a", None).unwrap();
+        assert_eq!(object_revision(&d), Some(3));
+        assert!(s.get("/core/configmaps/default/a").unwrap().is_none());
+    }
+
+    #[test]
+    fn list_is_prefix_scoped() {
+        let s = LocalStore::in_memory();
+        s.create("/core/configmaps/default/a", cm("a")).unwrap();
+        s.create("/core/configmaps/defaults/b", cm("b")).unwrap();
+        s.create("/core/secrets/default/c", cm("c")).unwrap();
+        let (items, rv) = s.list("/core/configmaps/default/").unwrap();
+        assert_eq!(items.len(), 1);
+        assert_eq!(rv, 3);
+        assert_eq!(s.list("/core/configmaps/").unwrap().0.len(), 2);
+    }
+
+    #[test]
+    fn watch_replays_history_and_expires_old_revisions() {
+        let s = LocalStore::in_memory().with_history_limit(3);
+        for n in ["a", "b", "c", "d", "e"] {
+            s.create(&format!("/core/configmaps/default/{n}"), cm(n)).unwrap();
+        }
+        let w = s.watch("/core/configmaps/", Some(3)).unwrap();
+        let revs: Vec<u64> = w.initial.iter().map(|e| e.revision).collect();
+        assert_eq!(revs, vec![4, 5]);
+        assert!(matches!(s.watch("/core/configmaps/", Some(1)), Err(StoreError::Expired { .. })));
+        let w = s.watch("/core/configmaps/", None).unwrap();
+        assert_eq!(w.initial.len(), 5);
+    }
+
+    #[tokio::test]
+    async fn live_events_arrive_in_order() {
+        let s = LocalStore::in_memory();
+        let mut w = s.watch("/core/", Some(0)).unwrap();
+        s.create("/core/configmaps/default/a", cm("a")).unwrap();
+        s.delete("/core/configmaps/default/a", None).unwrap();
+        let e1 = w.live.recv().await.unwrap();
+        let e2 = w.live.recv().await.unwrap();
+        assert_eq!((e1.kind, e1.revision), (EventType::Added, 1));
+        assert_eq!((e2.kind, e2.revision), (EventType::Deleted, 2));
+        assert!(e2.prev.is_some());
+    }
+
+    #[test]
+    fn redb_survives_reopen_with_same_revisions() {
+        let dir = std::env::temp_dir().join(format!("wasmkube-store-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("store.redb");
+        {
+            let s = LocalStore::open(&path).unwrap();
+            s.create("/core/configmaps/default/a", cm("a")).unwrap();
+            s.create("/core/configmaps/default/b", cm("b")).unwrap();
+            s.delete("/core/configmaps/default/b", None).unwrap();
+        }
+        let s = LocalStore::open(&path).unwrap();
+        assert_eq!(s.revision(), 3);
+        let a = s.get("/core/configmaps/default/a").unwrap().unwrap();
+        assert_eq!(object_revision(&a), Some(1));
+        assert!(s.get("/core/configmaps/default/b").unwrap().is_none());
+        let c = s.create("/core/configmaps/default/c", cm("c")).unwrap();
+        assert_eq!(object_revision(&c), Some(4));
+        // A watch from before the restart cannot be replayed.
+        assert!(matches!(s.watch("/core/", Some(1)), Err(StoreError::Expired { .. })));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

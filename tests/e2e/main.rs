@@ -1,0 +1,1 @@
+//! End-to-end tests: start the real binary, drive it with real clients.
