@@ -1,1 +1,3 @@
-//! placeholder
+//! The embedded OCI distribution registry and the `wasmkube push` helper.
+//!
+//! Not built yet.

@@ -1,1 +1,3 @@
-//! placeholder
+//! Fallback runtime for ordinary Linux images: image layers -> OCI bundle -> runc.
+//!
+//! Not built yet.

@@ -1,1 +1,6 @@
-//! End-to-end tests: start the real binary, drive it with real clients.
+//! End-to-end tests: each starts the real `wasmkube` binary and drives it with
+//! real clients (kubectl, curl, the official Python client).
+
+mod api;
+mod bad_input;
+mod harness;

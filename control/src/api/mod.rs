@@ -18,7 +18,9 @@ pub mod watch;
 
 use crate::auth::token_matches;
 use crate::store::Store;
+use axum::body::Body;
 use axum::extract::{Request, State};
+use futures::StreamExt;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
@@ -68,21 +70,54 @@ async fn dispatch(State(state): State<SharedState>, req: Request) -> Response {
     }
     let declared = req.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        drain(req.into_body()).await;
         return ApiError::TooLarge(MAX_BODY_BYTES).into_response();
     }
     let (parts, body) = req.into_parts();
-    let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
-        Ok(b) => b,
-        Err(_) => return ApiError::TooLarge(MAX_BODY_BYTES).into_response(),
-    };
+    let mut stream = body.into_data_stream();
+    let mut buf = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else { return ApiError::BadRequest("the request body could not be read".into()).into_response() };
+        if buf.len() + chunk.len() > MAX_BODY_BYTES {
+            drain(Body::from_stream(stream)).await;
+            return ApiError::TooLarge(MAX_BODY_BYTES).into_response();
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    let body = buf;
     let query = Query::parse(parts.uri.query());
-    match route(&state, &parts.method, &path, &parts.headers, &body, query) {
-        Ok(r) => r,
-        Err(e) => {
+    // Handlers are synchronous and a write waits for the disk: keep that off the
+    // async workers that drive every connection and watch.
+    let method = parts.method.clone();
+    let path2 = path.clone();
+    let result = tokio::task::spawn_blocking(move || route(&state, &parts.method, &path2, &parts.headers, &body, query)).await;
+    match result {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
             if matches!(e, ApiError::Internal(_)) {
-                tracing::error!(method = %parts.method, path = %path, error = %e, "request failed");
+                tracing::error!(%method, %path, error = %e, "request failed");
             }
             e.into_response()
+        }
+        Err(e) => {
+            tracing::error!(%method, %path, error = %e, "request handler panicked");
+            ApiError::Internal("the request could not be completed".into()).into_response()
+        }
+    }
+}
+
+/// Read and discard the rest of a refused body, within bounds, so that HTTP/2
+/// clients get to read the 413 instead of a reset stream. Beyond the bounds the
+/// stream is reset, which is all a client lying about its size deserves.
+async fn drain(body: Body) {
+    const DRAIN_BYTES: usize = 64 * 1024 * 1024;
+    let mut stream = body.into_data_stream();
+    let mut seen = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while let Ok(Some(Ok(chunk))) = tokio::time::timeout_at(deadline, stream.next()).await {
+        seen += chunk.len();
+        if seen > DRAIN_BYTES {
+            break;
         }
     }
 }

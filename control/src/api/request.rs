@@ -89,8 +89,10 @@ impl Query {
     pub fn get(&self, k: &str) -> Option<&str> {
         self.0.get(k).map(String::as_str).filter(|v| !v.is_empty())
     }
+    /// A boolean parameter, spelled any way Go's `strconv.ParseBool` accepts
+    /// (the Python client sends `watch=True`).
     pub fn flag(&self, k: &str) -> bool {
-        matches!(self.0.get(k).map(String::as_str), Some("true" | "1"))
+        matches!(self.0.get(k).map(String::as_str), Some("1" | "t" | "T" | "true" | "True" | "TRUE"))
     }
     pub fn int(&self, k: &str) -> ApiResult<Option<i64>> {
         self.get(k)
@@ -216,6 +218,8 @@ mod tests {
         let q = Query::parse(Some("labelSelector=app%20in%20(a%2Cb)%2Ctier!%3Ddb&watch=true&limit=500"));
         assert_eq!(q.get("labelSelector"), Some("app in (a,b),tier!=db"));
         assert!(q.flag("watch"));
+        assert!(Query::parse(Some("watch=True")).flag("watch"));
+        assert!(!Query::parse(Some("watch=false")).flag("watch"));
         assert_eq!(q.int("limit").unwrap(), Some(500));
     }
 }

@@ -1,0 +1,235 @@
+//! Start the real `wasmkube` binary and drive it with real clients.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A scratch directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("wasmkube-e2e-{tag}-{}-{}", std::process::id(), unique()));
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        Self(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed) + std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+/// A running `wasmkube up`.
+pub struct Cluster {
+    child: Option<Child>,
+    pub data_dir: PathBuf,
+    pub kubeconfig: PathBuf,
+    /// `https://127.0.0.1:PORT`
+    pub api: String,
+    cache: TempDir,
+    stderr_log: PathBuf,
+}
+
+impl Cluster {
+    /// A fresh cluster in its own data directory (kept alive by the returned guard).
+    pub fn start() -> (Self, TempDir) {
+        let dir = TempDir::new("cluster");
+        let c = Self::start_in(dir.path());
+        (c, dir)
+    }
+
+    /// Start on `data_dir`, which may hold an earlier cluster's state.
+    pub fn start_in(data_dir: &Path) -> Self {
+        let stderr_log = data_dir.join(format!("wasmkube-{}.log", unique()));
+        let log = std::fs::File::create(&stderr_log).expect("log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
+            .args(["up", "--data-dir"])
+            .arg(data_dir)
+            .args(["--api-addr", "127.0.0.1:0", "--registry-addr", "127.0.0.1:0", "--dns-addr", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn wasmkube");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let api = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains("wasmkube ready") => {
+                    let url = line.split_whitespace().find(|w| w.starts_with("https://")).expect("API URL in ready line");
+                    break url.to_string();
+                }
+                Ok(_) => continue,
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!("wasmkube did not become ready: {}", std::fs::read_to_string(&stderr_log).unwrap_or_default());
+                }
+            }
+        };
+        Self {
+            child: Some(child),
+            data_dir: data_dir.to_path_buf(),
+            kubeconfig: data_dir.join("kubeconfig"),
+            api,
+            cache: TempDir::new("kubectl-cache"),
+            stderr_log,
+        }
+    }
+
+    /// The admin bearer token (for raw HTTP clients).
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("pki/admin.token")).expect("token").trim().to_string()
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.data_dir.join("pki/ca.crt")
+    }
+
+    /// A kubectl command bound to this cluster.
+    pub fn kubectl_cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("kubectl");
+        c.env("KUBECONFIG", &self.kubeconfig).arg("--cache-dir").arg(self.cache.path()).args(args);
+        c
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_cmd(args).output().expect("run kubectl")
+    }
+
+    /// Run kubectl with `stdin` as its input.
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        use std::io::Write;
+        let mut child = self.kubectl_cmd(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run kubectl");
+        child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+        child.wait_with_output().expect("kubectl output")
+    }
+
+    /// Run kubectl and return stdout, failing the test with stderr if it fails.
+    #[track_caller]
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(out.status.success(), "kubectl {args:?} failed:\n{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Run kubectl expecting failure; return stderr.
+    #[track_caller]
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(!out.status.success(), "kubectl {args:?} unexpectedly succeeded:\n{}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    #[track_caller]
+    pub fn apply(&self, manifest: &str) -> String {
+        let out = self.kubectl_stdin(&["apply", "-f", "-"], manifest);
+        assert!(out.status.success(), "apply failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A JSON field of an object via `-o jsonpath`.
+    #[track_caller]
+    pub fn jsonpath(&self, what: &[&str], path: &str) -> String {
+        let mut args = vec!["get"];
+        args.extend_from_slice(what);
+        let expr = format!("-o=jsonpath={path}");
+        args.push(&expr);
+        self.ok(&args)
+    }
+
+    /// Raw HTTPS request with curl; returns (status code, body).
+    pub fn curl(&self, method: &str, path: &str, content_type: &str, body: Option<&[u8]>, auth: bool) -> (u16, String) {
+        use std::io::Write;
+        let mut c = Command::new("curl");
+        c.args(["-sS", "-o", "-", "-w", "\n%{http_code}", "--cacert"]).arg(self.ca_file()).args(["-X", method, "-H"]).arg(format!("Content-Type: {content_type}"));
+        if auth {
+            c.arg("-H").arg(format!("Authorization: Bearer {}", self.token()));
+        }
+        if body.is_some() {
+            c.args(["--data-binary", "@-"]);
+        }
+        c.arg(format!("{}{}", self.api, path));
+        let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("curl");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let data = body.map(|b| b.to_vec());
+        let writer = std::thread::spawn(move || {
+            if let Some(d) = data {
+                // The server may answer (413) before reading everything; a broken pipe is fine.
+                let _ = stdin.write_all(&d);
+            }
+        });
+        let out = child.wait_with_output().expect("curl output");
+        let _ = writer.join();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    /// Stop with SIGTERM (a clean shutdown) and wait for the process to exit.
+    pub fn stop(mut self) {
+        self.terminate();
+    }
+
+    fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                match child.try_wait() {
+                    Ok(Some(status)) => {
+                        assert!(status.success(), "wasmkube exited with {status}: {}", std::fs::read_to_string(&self.stderr_log).unwrap_or_default());
+                        return;
+                    }
+                    Ok(None) if Instant::now() < deadline => std::thread::park_timeout(Duration::from_millis(50)),
+                    _ => {
+                        let _ = child.kill();
+                        panic!("wasmkube did not stop on SIGTERM");
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Poll `f` until it returns `Some`, or fail after `secs` seconds.
+#[track_caller]
+pub fn wait_for<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::park_timeout(Duration::from_millis(100));
+    }
+}
