@@ -375,6 +375,10 @@ pub fn update_object(state: &ApiState, addr: &Address, current: &Value, mut new:
         };
     }
     meta.insert("resourceVersion".into(), Value::String(current_rv.to_string()));
+    // Every write path (including /status and /scale) gets the typed check, so a
+    // wrong type is a 400 and never reaches defaulting or the store.
+    validation::check_schema(res.kind, &new)
+        .map_err(|e| ApiError::BadRequest(format!("{} in version \"{}\" cannot be handled as a {}: {e}", res.kind, res.version, res.kind)))?;
     defaults::apply_defaults(res.kind, &mut new);
     if res.has_spec && without_meta_and_status(&new) != without_meta_and_status(current) {
         let gen = current.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
