@@ -67,11 +67,17 @@ pub struct FieldError {
     pub field: String,
     pub value: Value,
     pub detail: String,
+    /// The value is already rendered as upstream prints it (Go maps and structs), not a JSON string to quote.
+    pub raw_value: bool,
 }
 
 impl FieldError {
     pub fn new(kind: FieldErrorType, field: impl Into<String>, value: Value, detail: impl Into<String>) -> Self {
-        Self { kind, field: field.into(), value, detail: detail.into() }
+        Self { kind, field: field.into(), value, detail: detail.into(), raw_value: false }
+    }
+    /// An Invalid error whose value is shown verbatim (e.g. `map[string]string{...}`).
+    pub fn invalid_rendered(field: impl Into<String>, rendered: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self { raw_value: true, ..Self::invalid(field, Value::String(rendered.into()), detail) }
     }
     pub fn required(field: impl Into<String>, detail: impl Into<String>) -> Self {
         Self::new(FieldErrorType::Required, field, Value::Null, detail)
@@ -101,6 +107,7 @@ impl FieldError {
         let mut s = self.kind.label().to_string();
         if self.kind.shows_value() {
             let v = match &self.value {
+                Value::String(x) if self.raw_value => x.clone(),
                 Value::String(x) => format!("\"{x}\""),
                 Value::Null => "null".to_string(),
                 other => other.to_string(),
