@@ -1,27 +1,35 @@
 //! The three PATCH flavours: JSON merge patch (RFC 7386), JSON patch (RFC 6902)
 //! and Kubernetes strategic merge patch.
 //!
-//! Strategic merge needs to know, per list field, whether lists merge by a key,
-//! merge as sets, or are replaced; upstream takes that from Go struct tags. Here a
-//! small rule table keyed by kind and field path plays that role. Merging every
-//! list by `name` would be wrong: container ports merge by `containerPort`,
-//! mounts by `mountPath`, Service ports by `port`.
+//! Strategic merge follows apimachinery's `strategicpatch` as the API server
+//! applies it (parallel deletion lists merged, unmatched nulls ignored). Upstream
+//! reads each list's `patchStrategy`/`patchMergeKey` from Go struct tags; here
+//! `list_strategy` walks a small table of the built-in types instead. Merging
+//! every list by `name` would be wrong: container ports merge by
+//! `containerPort`, mounts by `mountPath`, Service ports by `port`.
 
 use serde_json::{Map, Value};
+use std::collections::{HashMap, HashSet};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PatchError {
-    #[error("the patch must be a JSON object")]
-    NotAnObject,
+    #[error("a strategic merge patch must be a JSON object, not {0}")]
+    NotAnObject(&'static str),
     #[error("invalid JSON patch: {0}")]
     InvalidJsonPatch(String),
-    #[error("the JSON patch could not be applied: {0}")]
-    JsonPatchFailed(String),
-    #[error("invalid strategic merge patch directive {directive} at {path}: {detail}")]
-    Directive { directive: String, path: String, detail: String },
+    #[error("JSON patch operation {index} ({op}) failed at path '{path}': {reason}")]
+    JsonPatchOp { index: usize, op: String, path: String, reason: String },
+    #[error("unknown patch directive '{key}' at {path}")]
+    UnknownDirective { key: String, path: String },
+    #[error("malformed directive '{directive}' at {path}: {reason}")]
+    MalformedDirective { directive: String, path: String, reason: String },
+    #[error("an element of the list at {path} lacks its merge key '{key}'")]
+    MissingMergeKey { key: String, path: String },
+    #[error("the list at {path} cannot be merged: {reason}")]
+    InvalidList { path: String, reason: String },
 }
 
-/// RFC 7386 JSON merge patch, in place.
+/// RFC 7386 JSON merge patch (`application/merge-patch+json`), in place.
 pub fn merge_patch(target: &mut Value, patch: &Value) {
     let Value::Object(p) = patch else {
         *target = patch.clone();
@@ -41,231 +49,560 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
-/// RFC 6902 JSON patch.
+/// RFC 6902 JSON patch (`application/json-patch+json`).
 pub fn json_patch(target: &Value, patch: &Value) -> Result<Value, PatchError> {
+    if !patch.is_array() {
+        return Err(PatchError::InvalidJsonPatch(format!("expected an array of operations, not {}", type_name(patch))));
+    }
     let ops: json_patch::Patch = serde_json::from_value(patch.clone()).map_err(|e| PatchError::InvalidJsonPatch(e.to_string()))?;
     let mut doc = target.clone();
-    json_patch::patch(&mut doc, &ops).map_err(|e| PatchError::JsonPatchFailed(e.to_string()))?;
+    json_patch::patch(&mut doc, &ops).map_err(|e| PatchError::JsonPatchOp {
+        index: e.operation,
+        op: patch.get(e.operation).and_then(|o| o.get("op")).and_then(Value::as_str).unwrap_or("?").to_string(),
+        path: e.path.to_string(),
+        reason: e.kind.to_string(),
+    })?;
     Ok(doc)
 }
 
-/// How a list field merges.
+/// Kubernetes strategic merge patch (`application/strategic-merge-patch+json`)
+/// of `original` by `patch` for the built-in kind `kind`.
+pub fn strategic_merge_patch(original: &Value, patch: &Value, kind: &str) -> Result<Value, PatchError> {
+    let Value::Object(p) = patch else { return Err(PatchError::NotAnObject(type_name(patch))) };
+    let orig = original.as_object().cloned();
+    let mut merger = Merger { kind, path: Vec::new() };
+    Ok(Value::Object(merger.merge_map(orig, p)?.unwrap_or_default()))
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+// ------------------------------------------------------------------ schema
+
+/// How a list field merges, as upstream's struct tags say.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ListStrategy {
-    /// Atomic: the patch's list replaces the original.
+    /// No `patchStrategy` (or `listType=atomic`): the patch's list replaces the original.
     Replace,
-    /// A set of primitives: union, original order first.
+    /// `patchStrategy:"merge"` on scalars: an ordered set.
     Set,
-    /// Elements merge pairwise by this key.
+    /// `patchStrategy:"merge"` with `patchMergeKey`: elements merge pairwise by this key.
     Key(&'static str),
 }
 
-/// Where the pod spec sits in each kind that carries one.
-fn pod_spec_prefix(kind: &str) -> &'static [&'static str] {
-    match kind {
-        "Pod" => &["spec"],
-        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" => &["spec", "template", "spec"],
-        "CronJob" => &["spec", "jobTemplate", "spec", "template", "spec"],
-        _ => &[],
+/// The struct types whose lists carry a strategy; everything else is `Opaque`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Schema {
+    Root,
+    ObjectMeta,
+    /// Any spec holding a pod `template` (Deployment, Job, ...).
+    WorkloadSpec,
+    CronJobSpec,
+    JobTemplateSpec,
+    PodTemplateSpec,
+    PodSpec,
+    Container,
+    ServiceSpec,
+    NodeSpec,
+    Status,
+    Opaque,
+}
+
+/// The type of field `field` of `parent` (for lists: of their elements, since
+/// the path carries no indices).
+fn child(kind: &str, parent: Schema, field: &str) -> Schema {
+    use Schema::*;
+    match (parent, field) {
+        (Root, "metadata") | (PodTemplateSpec, "metadata") | (JobTemplateSpec, "metadata") => ObjectMeta,
+        (Root, "spec") => match kind {
+            "Pod" => PodSpec,
+            "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" | "ReplicationController" => WorkloadSpec,
+            "CronJob" => CronJobSpec,
+            "Service" => ServiceSpec,
+            "Node" => NodeSpec,
+            _ => Opaque,
+        },
+        (Root, "template") if kind == "PodTemplate" => PodTemplateSpec,
+        (Root, "status") => Status,
+        (WorkloadSpec, "template") => PodTemplateSpec,
+        (CronJobSpec, "jobTemplate") => JobTemplateSpec,
+        (JobTemplateSpec, "spec") => WorkloadSpec,
+        (PodTemplateSpec, "spec") => PodSpec,
+        (PodSpec, "containers" | "initContainers" | "ephemeralContainers") => Container,
+        _ => Opaque,
     }
 }
 
-const CONTAINER_LISTS: &[&str] = &["containers", "initContainers", "ephemeralContainers"];
-
-/// The upstream `patchStrategy`/`patchMergeKey` of the list at `path` (field names, no indices).
+/// The strategy of the list at `path` (field names from the object's root, list
+/// indices stripped) in an object of kind `kind`.
 fn list_strategy(kind: &str, path: &[String]) -> ListStrategy {
     use ListStrategy::*;
-    let p: Vec<&str> = path.iter().map(String::as_str).collect();
-    let prefix = pod_spec_prefix(kind);
-    if !prefix.is_empty() && p.len() > prefix.len() && p[..prefix.len()] == *prefix {
-        match &p[prefix.len()..] {
-            [c] if CONTAINER_LISTS.contains(c) => return Key("name"),
-            ["volumes" | "imagePullSecrets" | "schedulingGates" | "resourceClaims"] => return Key("name"),
-            ["hostAliases"] => return Key("ip"),
-            ["topologySpreadConstraints"] => return Key("topologyKey"),
-            [c, field] if CONTAINER_LISTS.contains(c) => {
-                return match *field {
-                    "ports" => Key("containerPort"),
-                    "env" => Key("name"),
-                    "volumeMounts" => Key("mountPath"),
-                    "volumeDevices" => Key("devicePath"),
-                    "resizePolicy" => Key("resourceName"),
-                    _ => Replace,
-                };
-            }
-            _ => {}
-        }
-    }
-    match p.as_slice() {
-        ["spec", "ports"] if kind == "Service" => Key("port"),
-        ["metadata", "finalizers"] => Set,
-        ["metadata", "ownerReferences"] => Key("uid"),
-        ["status", "conditions"] => Key("type"),
-        ["status", "addresses"] if kind == "Node" => Key("type"),
+    use Schema as S;
+    let Some((field, parents)) = path.split_last() else { return Replace };
+    let parent = parents.iter().fold(S::Root, |s, f| child(kind, s, f));
+    match (parent, field.as_str()) {
+        (S::PodSpec, "containers" | "initContainers" | "ephemeralContainers") => Key("name"),
+        (S::PodSpec, "volumes" | "imagePullSecrets" | "schedulingGates" | "resourceClaims") => Key("name"),
+        (S::PodSpec, "hostAliases") => Key("ip"),
+        (S::PodSpec, "topologySpreadConstraints") => Key("topologyKey"),
+        (S::Container, "env") => Key("name"),
+        (S::Container, "ports") => Key("containerPort"),
+        (S::Container, "volumeMounts") => Key("mountPath"),
+        (S::Container, "volumeDevices") => Key("devicePath"),
+        (S::ObjectMeta, "finalizers") => Set,
+        (S::ObjectMeta, "ownerReferences") => Key("uid"),
+        (S::ServiceSpec, "ports") => Key("port"),
+        (S::NodeSpec, "podCIDRs") => Set,
+        (S::Status, "conditions") => Key("type"),
+        (S::Status, "addresses") if kind == "Node" => Key("type"),
+        (S::Status, "podIPs" | "hostIPs") if kind == "Pod" => Key("ip"),
+        (S::Status, "resourceClaimStatuses") if kind == "Pod" => Key("name"),
+        (S::Root, "secrets") if kind == "ServiceAccount" => Key("name"),
+        (S::Root, "conditions") if kind == "ComponentStatus" => Key("type"),
         _ => Replace,
     }
 }
 
-/// Kubernetes strategic merge patch of `original` by `patch` for built-in `kind`.
-pub fn strategic_merge_patch(original: &Value, patch: &Value, kind: &str) -> Result<Value, PatchError> {
-    let Value::Object(p) = patch else { return Err(PatchError::NotAnObject) };
-    let empty = Map::new();
-    let orig = original.as_object().unwrap_or(&empty);
-    let mut path = Vec::new();
-    Ok(merge_map(orig, p, kind, &mut path)?.map(Value::Object).unwrap_or_else(|| Value::Object(Map::new())))
-}
+// ------------------------------------------------------------------ merging
 
-fn directive_error(directive: &str, path: &[String], detail: &str) -> PatchError {
-    PatchError::Directive { directive: directive.into(), path: if path.is_empty() { ".".into() } else { path.join(".") }, detail: detail.into() }
-}
+const PATCH: &str = "$patch";
+const RETAIN_KEYS: &str = "$retainKeys";
+const SET_ORDER: &str = "$setElementOrder/";
+const DELETE_FROM: &str = "$deleteFromPrimitiveList/";
 
-/// Remove every directive from a value taken over wholesale from the patch.
-fn strip(v: &Value) -> Value {
+/// A value's identity for comparisons. Upstream compares decoded JSON, where
+/// every number is a float64: `80` and `80.0` are the same merge key.
+fn canon(v: &Value) -> String {
     match v {
-        Value::Object(m) => Value::Object(m.iter().filter(|(k, _)| !k.starts_with('$')).map(|(k, v)| (k.clone(), strip(v))).collect()),
-        Value::Array(a) => Value::Array(a.iter().filter(|e| e.get("$patch").is_none()).map(strip).collect()),
-        other => other.clone(),
+        Value::Number(n) => match n.as_f64() {
+            Some(f) => format!("n{f}"),
+            None => format!("n{n}"),
+        },
+        Value::String(s) => format!("s{s}"),
+        other => other.to_string(),
     }
 }
 
-/// Merge a patch map into an original map. `None` means "delete this map".
-fn merge_map(orig: &Map<String, Value>, patch: &Map<String, Value>, kind: &str, path: &mut Vec<String>) -> Result<Option<Map<String, Value>>, PatchError> {
-    match patch.get("$patch") {
-        None => {}
-        Some(Value::String(s)) if s == "merge" => {}
-        Some(Value::String(s)) if s == "delete" => return Ok(None),
-        Some(Value::String(s)) if s == "replace" => {
-            return Ok(Some(patch.iter().filter(|(k, _)| !k.starts_with('$')).map(|(k, v)| (k.clone(), strip(v))).collect()));
-        }
-        Some(other) => return Err(directive_error("$patch", path, &format!("unknown value {other}"))),
+/// What identifies a list element: its merge key's value, or the element itself
+/// for scalar sets.
+fn identity<'v>(item: &'v Value, key: Option<&str>) -> Option<&'v Value> {
+    match key {
+        Some(k) => item.get(k),
+        None => Some(item),
     }
-    let retain: Option<Vec<String>> = match patch.get("$retainKeys") {
-        None => None,
-        Some(Value::Array(a)) => Some(
-            a.iter()
-                .map(|v| v.as_str().map(String::from).ok_or_else(|| directive_error("$retainKeys", path, "must be a list of strings")))
-                .collect::<Result<_, _>>()?,
-        ),
-        Some(_) => return Err(directive_error("$retainKeys", path, "must be a list of strings")),
-    };
-    let mut result = orig.clone();
-    let mut orders: Vec<(&str, &Vec<Value>)> = Vec::new();
-    let mut deletions: Vec<(&str, &Vec<Value>)> = Vec::new();
-    for (k, v) in patch {
-        if let Some(field) = k.strip_prefix("$setElementOrder/") {
-            let list = v.as_array().ok_or_else(|| directive_error(k, path, "must be a list"))?;
-            orders.push((field, list));
-        } else if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") {
-            let list = v.as_array().ok_or_else(|| directive_error(k, path, "must be a list"))?;
-            deletions.push((field, list));
-        } else if k == "$patch" || k == "$retainKeys" {
-        } else if k.starts_with('$') {
-            return Err(directive_error(k, path, "unknown directive"));
-        } else if v.is_null() {
-            result.remove(k);
+}
+
+/// The rank of each identity's first occurrence in a list: all that ordering
+/// compares. Lookups go through a hash map because a request body can carry
+/// lists long enough to make scans quadratic.
+#[derive(Default)]
+struct Positions(HashMap<String, usize>);
+
+impl Positions {
+    fn of(list: &[Value], key: Option<&str>) -> Self {
+        let mut p = Self::default();
+        for v in list {
+            p.add(identity(v, key));
+        }
+        p
+    }
+
+    fn add(&mut self, id: Option<&Value>) {
+        if let Some(id) = id {
+            let next = self.0.len();
+            self.0.entry(canon(id)).or_insert(next);
+        }
+    }
+
+    fn get(&self, id: Option<&Value>) -> Option<usize> {
+        id.and_then(|id| self.0.get(&canon(id)).copied())
+    }
+}
+
+/// Upstream's `normalizeElementOrder`: items named by `order` sorted by it, the
+/// rest (server-only) sorted by `server`, then interleaved so that a server-only
+/// item goes before a patch item only when both are in `server` and it came
+/// first there. Hence, without `$setElementOrder`, a brand-new item lands ahead
+/// of the server-only items, as upstream does.
+fn normalize_order(merged: Vec<Value>, order: &Positions, server: &Positions, key: Option<&str>) -> Vec<Value> {
+    let mut named: Vec<(usize, Option<usize>, Value)> = Vec::new();
+    let mut rest: Vec<(Option<usize>, Value)> = Vec::new();
+    for v in merged {
+        let id = identity(&v, key);
+        let (o, s) = (order.get(id), server.get(id));
+        match o {
+            Some(o) => named.push((o, s, v)),
+            None => rest.push((s, v)),
+        }
+    }
+    named.sort_by_key(|(o, _, _)| *o);
+    rest.sort_by_key(|(s, _)| s.unwrap_or(usize::MAX));
+    let mut out = Vec::with_capacity(named.len() + rest.len());
+    let (mut left, mut right) = (rest.into_iter().peekable(), named.into_iter().peekable());
+    loop {
+        let take_left = match (left.peek(), right.peek()) {
+            (Some((Some(i), _)), Some((_, Some(j), _))) => i < j,
+            (Some(_), Some(_)) => false,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        if take_left {
+            out.extend(left.next().map(|(_, v)| v));
         } else {
-            path.push(k.clone());
-            let merged = merge_value(result.get(k), v, kind, path)?;
-            path.pop();
-            match merged {
-                Some(m) => result.insert(k.clone(), m),
-                None => result.remove(k),
-            };
+            out.extend(right.next().map(|(_, _, v)| v));
         }
     }
-    for (field, values) in deletions {
-        if let Some(Value::Array(list)) = result.get_mut(field) {
-            list.retain(|x| !values.contains(x));
-        }
-    }
-    for (field, order) in orders {
-        path.push(field.to_string());
-        let strategy = list_strategy(kind, path);
-        path.pop();
-        if let Some(Value::Array(list)) = result.get_mut(field) {
-            reorder(list, order, strategy);
-        }
-    }
-    if let Some(keep) = retain {
-        result.retain(|k, _| keep.iter().any(|x| x == k));
-    }
-    Ok(Some(result))
+    out
 }
 
-fn merge_value(orig: Option<&Value>, patch: &Value, kind: &str, path: &mut Vec<String>) -> Result<Option<Value>, PatchError> {
-    match patch {
-        Value::Object(p) => {
-            let empty = Map::new();
-            let o = orig.and_then(Value::as_object).unwrap_or(&empty);
-            Ok(merge_map(o, p, kind, path)?.map(Value::Object))
-        }
-        Value::Array(p) => {
-            let empty = Vec::new();
-            let o = orig.and_then(Value::as_array).unwrap_or(&empty);
-            merge_list(o, p, kind, path).map(|l| Some(Value::Array(l)))
-        }
-        other => Ok(Some(other.clone())),
-    }
+struct Merger<'a> {
+    kind: &'a str,
+    /// Field names from the root to the value being merged.
+    path: Vec<String>,
 }
 
-fn merge_list(orig: &[Value], patch: &[Value], kind: &str, path: &mut Vec<String>) -> Result<Vec<Value>, PatchError> {
-    // `{"$patch": "replace"}` as an element: the rest of the patch list is the new list.
-    if patch.iter().any(|e| e.get("$patch").and_then(Value::as_str) == Some("replace")) {
-        return Ok(patch.iter().filter(|e| e.get("$patch").is_none()).map(strip).collect());
-    }
-    match list_strategy(kind, path) {
-        ListStrategy::Replace => Ok(patch.iter().map(strip).collect()),
-        ListStrategy::Set => {
-            let mut out = orig.to_vec();
-            for v in patch {
-                if !out.contains(v) {
-                    out.push(v.clone());
-                }
-            }
-            Ok(out)
+impl Merger<'_> {
+    fn here(&self) -> String {
+        if self.path.is_empty() {
+            ".".into()
+        } else {
+            self.path.join(".")
         }
-        ListStrategy::Key(key) => {
-            let mut out = orig.to_vec();
-            for el in patch {
-                let Some(k) = el.get(key) else {
-                    if el.get("$patch").is_some() {
-                        return Err(directive_error("$patch", path, &format!("list element lacks its merge key {key}")));
-                    }
-                    out.push(strip(el));
-                    continue;
+    }
+
+    fn malformed(&self, directive: &str, reason: impl Into<String>) -> PatchError {
+        PatchError::MalformedDirective { directive: directive.into(), path: self.here(), reason: reason.into() }
+    }
+
+    fn invalid_list(&self, reason: impl Into<String>) -> PatchError {
+        PatchError::InvalidList { path: self.here(), reason: reason.into() }
+    }
+
+    fn missing_key(&self, key: &str) -> PatchError {
+        PatchError::MissingMergeKey { key: key.into(), path: self.here() }
+    }
+
+    /// The value of a `$patch` directive, checked.
+    fn directive<'v>(&self, v: &'v Value) -> Result<&'v str, PatchError> {
+        match v.as_str() {
+            Some(d @ ("replace" | "delete" | "merge")) => Ok(d),
+            _ => Err(self.malformed(PATCH, format!("expected replace, delete or merge, got {v}"))),
+        }
+    }
+
+    /// Merge a patch value into the original value of the same field (`None` when
+    /// absent). `None` back means the field goes.
+    fn merge_value(&mut self, orig: Option<Value>, patch: &Value) -> Result<Option<Value>, PatchError> {
+        match patch {
+            Value::Null => Ok(None),
+            Value::Object(p) => {
+                // Of another type, the original is simply replaced, as upstream does.
+                let o = match orig {
+                    Some(Value::Object(o)) => Some(o),
+                    _ => None,
                 };
-                let pos = out.iter().position(|o| o.get(key) == Some(k));
-                match (el.get("$patch").and_then(Value::as_str), pos) {
-                    (Some("delete"), _) => out.retain(|o| o.get(key) != Some(k)),
-                    (_, Some(i)) => {
-                        let merged = merge_value(Some(&out[i]), el, kind, path)?;
-                        match merged {
-                            Some(m) => out[i] = m,
-                            None => {
-                                out.remove(i);
-                            }
-                        }
-                    }
-                    (_, None) => out.push(strip(el)),
-                }
+                Ok(self.merge_map(o, p)?.map(Value::Object))
             }
-            Ok(out)
+            Value::Array(p) => {
+                let o = match orig {
+                    Some(Value::Array(o)) => Some(o),
+                    _ => None,
+                };
+                Ok(Some(Value::Array(self.merge_list(o, p)?)))
+            }
+            scalar => Ok(Some(scalar.clone())),
         }
     }
-}
 
-/// Apply `$setElementOrder`: named items first, in the given order; the rest keep
-/// their relative order after them.
-fn reorder(list: &mut Vec<Value>, order: &[Value], strategy: ListStrategy) {
-    let rank = |item: &Value| -> Option<usize> {
-        order.iter().position(|o| match strategy {
-            ListStrategy::Key(key) => o.get(key).is_some() && o.get(key) == item.get(key),
-            _ => o == item,
-        })
-    };
-    let mut ranked: Vec<(usize, usize, Value)> = list.drain(..).enumerate().map(|(i, v)| (rank(&v).unwrap_or(usize::MAX), i, v)).collect();
-    ranked.sort_by_key(|(r, i, _)| (*r, *i));
-    list.extend(ranked.into_iter().map(|(_, _, v)| v));
+    /// Merge a patch map. `orig` is `None` when there is nothing to merge into:
+    /// the patch is then taken over with its directives carried out.
+    fn merge_map(&mut self, orig: Option<Map<String, Value>>, patch: &Map<String, Value>) -> Result<Option<Map<String, Value>>, PatchError> {
+        if let Some(d) = patch.get(PATCH) {
+            match self.directive(d)? {
+                // Upstream empties the map rather than dropping the field; a map
+                // that was not there stays absent.
+                "delete" => return Ok(orig.map(|_| Map::new())),
+                "replace" => return self.merge_map_body(None, patch),
+                _ => {}
+            }
+        }
+        self.merge_map_body(orig, patch)
+    }
+
+    fn merge_map_body(&mut self, orig: Option<Map<String, Value>>, patch: &Map<String, Value>) -> Result<Option<Map<String, Value>>, PatchError> {
+        let mut retain: Option<Vec<&str>> = None;
+        let mut orders: Vec<(&str, &Vec<Value>)> = Vec::new();
+        let mut deletions: Vec<(&str, &Vec<Value>)> = Vec::new();
+        let mut fields: Vec<(&String, &Value)> = Vec::new();
+        for (k, v) in patch {
+            if k == PATCH {
+                continue;
+            } else if k == RETAIN_KEYS {
+                let keys = v.as_array().ok_or_else(|| self.malformed(k, "must be a list of field names"))?;
+                let keys = keys.iter().map(|x| x.as_str().ok_or_else(|| self.malformed(k, "must be a list of field names"))).collect::<Result<_, _>>()?;
+                retain = Some(keys);
+            } else if let Some(field) = k.strip_prefix(SET_ORDER) {
+                let list = v.as_array().filter(|_| !field.is_empty()).ok_or_else(|| self.malformed(k, "must name a field and be a list"))?;
+                orders.push((field, list));
+            } else if let Some(field) = k.strip_prefix(DELETE_FROM) {
+                let list = v.as_array().filter(|_| !field.is_empty()).ok_or_else(|| self.malformed(k, "must name a field and be a list"))?;
+                deletions.push((field, list));
+            } else if k.starts_with('$') {
+                return Err(PatchError::UnknownDirective { key: k.clone(), path: self.here() });
+            } else {
+                fields.push((k, v));
+            }
+        }
+
+        let mut result = orig.unwrap_or_default();
+        // Upstream clears the unlisted fields before merging and insists that
+        // every field the patch sets is listed.
+        if let Some(keep) = &retain {
+            if let Some((k, _)) = fields.iter().find(|(k, v)| !v.is_null() && !keep.contains(&k.as_str())) {
+                return Err(self.malformed(RETAIN_KEYS, format!("the patch sets '{k}', which the list does not retain")));
+            }
+            result.retain(|k, _| keep.contains(&k.as_str()));
+        }
+
+        let mut done: Vec<&str> = Vec::new();
+        for (field, order) in orders {
+            self.path.push(field.to_string());
+            let ordered = self.ordered_list(&mut result, field, order, patch.get(field));
+            self.path.pop();
+            if ordered? {
+                done.push(field);
+            }
+        }
+
+        for (k, v) in fields {
+            if done.contains(&k.as_str()) {
+                continue;
+            }
+            if v.is_null() {
+                result.remove(k);
+                continue;
+            }
+            let current = result.get_mut(k).map(std::mem::take);
+            self.path.push(k.clone());
+            let merged = self.merge_value(current, v);
+            self.path.pop();
+            match merged? {
+                Some(m) => {
+                    result.insert(k.clone(), m);
+                }
+                None => {
+                    result.remove(k);
+                }
+            }
+        }
+
+        // After the merge, as upstream's parallel lists only ever remove.
+        for (field, values) in deletions {
+            if let Some(Value::Array(list)) = result.get_mut(field) {
+                let doomed: HashSet<String> = values.iter().map(canon).collect();
+                list.retain(|x| !doomed.contains(&canon(x)));
+            }
+        }
+        Ok(Some(result))
+    }
+
+    /// Carry out `$setElementOrder/<field>` together with the patch of that field
+    /// (upstream's `mergePatchIntoOriginal`). Precedence: the order list, then the
+    /// patch's order, then the original's. Returns whether `field` was handled.
+    fn ordered_list(&mut self, result: &mut Map<String, Value>, field: &str, order: &[Value], patch: Option<&Value>) -> Result<bool, PatchError> {
+        let directive = format!("{SET_ORDER}{field}");
+        let key = match list_strategy(self.kind, &self.path) {
+            ListStrategy::Key(k) => Some(k),
+            ListStrategy::Set => None,
+            // Upstream has no meaning for ordering an atomic list; it is replaced.
+            ListStrategy::Replace => return Ok(false),
+        };
+        let patch = match patch {
+            None => None,
+            Some(Value::Array(p)) => Some(p),
+            // Dropping the list outright leaves nothing to order.
+            Some(Value::Null) => {
+                result.remove(field);
+                return Ok(true);
+            }
+            Some(_) => return Err(self.malformed(&directive, format!("'{field}' in the same patch is not a list"))),
+        };
+        if let Some(k) = key {
+            if order.iter().any(|o| o.get(k).is_none()) {
+                return Err(self.malformed(&directive, format!("every item must carry the merge key '{k}'")));
+            }
+        }
+        if let Some(p) = patch {
+            self.check_patch_follows_order(p, order, key, &directive)?;
+        }
+
+        let orig = match result.get_mut(field).map(std::mem::take) {
+            Some(Value::Array(o)) => Some(o),
+            None | Some(Value::Null) => None,
+            Some(other) => {
+                result.insert(field.to_string(), other);
+                return Err(self.malformed(&directive, format!("'{field}' is not a list")));
+            }
+        };
+        let server = orig.as_deref().map(|o| Positions::of(o, key)).unwrap_or_default();
+        let merged = match (orig, patch) {
+            (Some(o), None) => o,
+            (o, Some(p)) => self.merge_list(o, p)?,
+            (None, None) => {
+                result.remove(field);
+                return Ok(true);
+            }
+        };
+        result.insert(field.to_string(), Value::Array(normalize_order(merged, &Positions::of(order, key), &server, key)));
+        Ok(true)
+    }
+
+    /// Upstream's `validatePatchWithSetOrderList`: the patch's items (deletions
+    /// aside) must appear in the order list, in the same relative order.
+    fn check_patch_follows_order(&self, patch: &[Value], order: &[Value], key: Option<&str>, directive: &str) -> Result<(), PatchError> {
+        let order: Vec<Option<String>> = order.iter().map(|o| identity(o, key).map(canon)).collect();
+        let mut at = 0;
+        for item in patch.iter().filter(|v| v.get(PATCH).is_none()) {
+            let Some(id) = identity(item, key) else { return Err(self.missing_key(key.unwrap_or_default())) };
+            let want = canon(id);
+            // One forward scan overall: each search starts where the last one matched.
+            match order[at..].iter().position(|o| o.as_ref() == Some(&want)) {
+                Some(i) => at += i + 1,
+                None => return Err(self.malformed(directive, format!("the patch's item {id} is missing from it or out of its order"))),
+            }
+        }
+        Ok(())
+    }
+
+    /// Merge a patch list into the original list of the same field (`None` when
+    /// absent or not a list).
+    fn merge_list(&mut self, orig: Option<Vec<Value>>, patch: &[Value]) -> Result<Vec<Value>, PatchError> {
+        let Some(orig) = orig else { return self.fresh_list(patch) };
+        match list_strategy(self.kind, &self.path) {
+            ListStrategy::Replace => self.fresh_list(patch),
+            ListStrategy::Set => self.merge_set(orig, patch),
+            ListStrategy::Key(key) => self.merge_keyed(orig, patch, key),
+        }
+    }
+
+    /// A list taken over from the patch: directive elements dropped, directives
+    /// inside elements carried out.
+    fn fresh_list(&mut self, patch: &[Value]) -> Result<Vec<Value>, PatchError> {
+        let mut out = Vec::with_capacity(patch.len());
+        for el in patch {
+            match el {
+                Value::Object(m) => {
+                    if let Some(d) = m.get(PATCH) {
+                        self.directive(d)?;
+                        continue;
+                    }
+                    out.extend(self.merge_map(None, m)?.map(Value::Object));
+                }
+                Value::Array(a) => out.push(Value::Array(self.fresh_list(a)?)),
+                other => out.push(other.clone()),
+            }
+        }
+        Ok(out)
+    }
+
+    /// `{"$patch": "replace"}` among the elements: the rest of the list is the new list.
+    fn wants_replace(&self, patch: &[Value]) -> Result<bool, PatchError> {
+        for el in patch {
+            if let Some(d) = el.get(PATCH) {
+                if self.directive(d)? == "replace" {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// An ordered set of scalars (`patchStrategy:"merge"`, no merge key).
+    fn merge_set(&mut self, orig: Vec<Value>, patch: &[Value]) -> Result<Vec<Value>, PatchError> {
+        if self.wants_replace(patch)? {
+            return self.fresh_list(patch);
+        }
+        if patch.iter().any(|v| v.is_object() || v.is_array()) {
+            return Err(self.invalid_list("it merges as a set of scalar values"));
+        }
+        let server = Positions::of(&orig, None);
+        let mut seen = HashSet::new();
+        let mut merged: Vec<Value> = Vec::with_capacity(orig.len() + patch.len());
+        for v in orig.into_iter().chain(patch.iter().cloned()) {
+            if seen.insert(canon(&v)) {
+                merged.push(v);
+            }
+        }
+        Ok(normalize_order(merged, &Positions::of(patch, None), &server, None))
+    }
+
+    /// A list whose elements merge pairwise by `key` (upstream's `mergeSlice`).
+    fn merge_keyed(&mut self, mut orig: Vec<Value>, patch: &[Value], key: &'static str) -> Result<Vec<Value>, PatchError> {
+        let mut plain: Vec<&Map<String, Value>> = Vec::with_capacity(patch.len());
+        let mut doomed = HashSet::new();
+        let mut replace = false;
+        for el in patch {
+            let Value::Object(m) = el else { return Err(self.invalid_list(format!("its elements merge by '{key}' and must be objects"))) };
+            let Some(d) = m.get(PATCH) else {
+                plain.push(m);
+                continue;
+            };
+            match self.directive(d)? {
+                "delete" => {
+                    let id = m.get(key).ok_or_else(|| self.missing_key(key))?;
+                    doomed.insert(canon(id));
+                }
+                "replace" => replace = true,
+                // Merging is what happens anyway.
+                _ => {}
+            }
+        }
+        if replace {
+            return self.fresh_list(patch);
+        }
+        // Every element with a deleted key goes, duplicates included.
+        if !doomed.is_empty() {
+            orig.retain(|o| !o.get(key).is_some_and(|x| doomed.contains(&canon(x))));
+        }
+
+        let server = Positions::of(&orig, Some(key));
+        // Where each key first sits in the list being built.
+        let mut at = HashMap::new();
+        for (i, o) in orig.iter().enumerate() {
+            if let Some(id) = o.get(key) {
+                at.entry(canon(id)).or_insert(i);
+            }
+        }
+        let mut merged = orig;
+        let mut order = Positions::default();
+        for m in plain {
+            let id = m.get(key).ok_or_else(|| self.missing_key(key))?;
+            order.add(Some(id));
+            match at.get(&canon(id)).copied() {
+                Some(i) => {
+                    let current = match std::mem::take(&mut merged[i]) {
+                        Value::Object(o) => Some(o),
+                        _ => None,
+                    };
+                    merged[i] = Value::Object(self.merge_map(current, m)?.unwrap_or_default());
+                }
+                None => {
+                    at.insert(canon(id), merged.len());
+                    merged.extend(self.merge_map(None, m)?.map(Value::Object));
+                }
+            }
+        }
+        Ok(normalize_order(merged, &order, &server, Some(key)))
+    }
 }
 
 #[cfg(test)]
@@ -275,20 +612,38 @@ mod tests {
 
     fn deployment() -> Value {
         json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "web", "labels": {"app": "web"}, "finalizers": ["a", "b"]},
-            "spec": {
-                "replicas": 1,
-                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
-                "template": {"spec": {
-                    "containers": [
-                        {"name": "web", "image": "web:1", "ports": [{"containerPort": 80}], "env": [{"name": "A", "value": "1"}],
-                         "volumeMounts": [{"name": "data", "mountPath": "/a"}, {"name": "data", "mountPath": "/b"}]},
-                        {"name": "side", "image": "side:1", "ports": [{"containerPort": 80}]},
-                    ],
-                    "volumes": [{"name": "data", "emptyDir": {}}],
-                }},
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": "web", "namespace": "default", "uid": "u-1", "resourceVersion": "7", "generation": 2,
+                "labels": {"app": "web"},
+                "annotations": {"deployment.kubernetes.io/revision": "2"},
+                "finalizers": ["a", "b"],
             },
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"app": "web"}},
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "web", "image": "web:1",
+                                "ports": [{"containerPort": 80, "protocol": "TCP"}],
+                                "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}],
+                                "volumeMounts": [{"name": "data", "mountPath": "/a"}, {"name": "data", "mountPath": "/b"}],
+                                "resources": {"limits": {"cpu": "1"}},
+                            },
+                            {"name": "side", "image": "side:1", "ports": [{"containerPort": 80, "protocol": "TCP"}]},
+                        ],
+                        "volumes": [{"name": "data", "emptyDir": {}}],
+                        "tolerations": [{"key": "k1", "operator": "Exists"}],
+                        "restartPolicy": "Always",
+                    },
+                },
+            },
+            "status": {"replicas": 2, "conditions": [{"type": "Available", "status": "True"}, {"type": "Progressing", "status": "True"}]},
         })
     }
 
@@ -296,107 +651,419 @@ mod tests {
         strategic_merge_patch(&deployment(), &patch, "Deployment").unwrap()
     }
 
-    #[test]
-    fn container_image_changes_by_name_and_keeps_the_rest() {
-        let out = smp(json!({"spec": {"template": {"spec": {"containers": [{"name": "side", "image": "side:2"}]}}}}));
-        let cs = &out["spec"]["template"]["spec"]["containers"];
-        assert_eq!(cs.as_array().unwrap().len(), 2);
-        assert_eq!(cs[0]["image"], "web:1");
-        assert_eq!(cs[1]["image"], "side:2");
-        assert_eq!(cs[1]["ports"][0]["containerPort"], 80, "ports of each container stay theirs");
+    fn pod_spec(v: &Value) -> &Value {
+        &v["spec"]["template"]["spec"]
+    }
+
+    fn names(list: &Value, key: &str) -> Vec<Value> {
+        list.as_array().unwrap().iter().map(|v| v[key].clone()).collect()
+    }
+
+    /// No directive may survive into a stored object.
+    fn assert_no_directives(v: &Value) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m {
+                    assert!(!k.starts_with('$'), "directive {k} left in {v}");
+                    assert_no_directives(x);
+                }
+            }
+            Value::Array(a) => a.iter().for_each(assert_no_directives),
+            _ => {}
+        }
     }
 
     #[test]
-    fn env_ports_and_mounts_merge_by_their_own_keys() {
+    fn container_image_changes_by_name_and_keeps_the_other_containers() {
+        let out = smp(json!({"spec": {"template": {"spec": {"containers": [{"name": "side", "image": "side:2"}]}}}}));
+        let cs = &pod_spec(&out)["containers"];
+        assert_eq!(names(cs, "name"), [json!("web"), json!("side")]);
+        assert_eq!(cs[0], deployment()["spec"]["template"]["spec"]["containers"][0]);
+        assert_eq!(cs[1]["image"], "side:2");
+        assert_eq!(cs[1]["ports"], json!([{"containerPort": 80, "protocol": "TCP"}]));
+    }
+
+    #[test]
+    fn adding_an_env_var_keeps_the_existing_ones() {
+        let out = smp(json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "env": [{"name": "C", "value": "3"}]}]}}}}));
+        let env = &pod_spec(&out)["containers"][0]["env"];
+        // Without $setElementOrder upstream puts a new item ahead of the ones it keeps.
+        assert_eq!(env, &json!([{"name": "C", "value": "3"}, {"name": "A", "value": "1"}, {"name": "B", "value": "2"}]));
+        // With it (as kubectl sends), the order is the one asked for.
         let out = smp(json!({"spec": {"template": {"spec": {"containers": [{"name": "web",
-            "env": [{"name": "B", "value": "2"}],
-            "ports": [{"containerPort": 8080}],
-            "volumeMounts": [{"name": "data", "mountPath": "/b", "readOnly": true}]}]}}}}));
-        let c = &out["spec"]["template"]["spec"]["containers"][0];
-        assert_eq!(c["env"], json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]));
-        assert_eq!(c["ports"], json!([{"containerPort": 80}, {"containerPort": 8080}]));
-        assert_eq!(c["volumeMounts"], json!([{"name": "data", "mountPath": "/a"}, {"name": "data", "mountPath": "/b", "readOnly": true}]));
+            "$setElementOrder/env": [{"name": "A"}, {"name": "B"}, {"name": "C"}],
+            "env": [{"name": "C", "value": "3"}]}]}}}}));
+        assert_eq!(names(&pod_spec(&out)["containers"][0]["env"], "name"), [json!("A"), json!("B"), json!("C")]);
+        // Changing one keeps its place.
+        let out = smp(json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "env": [{"name": "B", "value": "9"}]}]}}}}));
+        assert_eq!(pod_spec(&out)["containers"][0]["env"], json!([{"name": "A", "value": "1"}, {"name": "B", "value": "9"}]));
+    }
+
+    #[test]
+    fn ports_merge_by_container_port_within_their_own_container() {
+        let out = smp(json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "web", "ports": [{"containerPort": 80, "name": "http"}, {"containerPort": 443}]}]}}}}));
+        let cs = &pod_spec(&out)["containers"];
+        assert_eq!(cs[0]["ports"], json!([{"containerPort": 80, "protocol": "TCP", "name": "http"}, {"containerPort": 443}]));
+        assert_eq!(cs[1]["ports"], json!([{"containerPort": 80, "protocol": "TCP"}]), "the other container's port 80 is untouched");
+    }
+
+    #[test]
+    fn volume_mounts_merge_by_mount_path() {
+        let out = smp(json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "web", "volumeMounts": [{"name": "data", "mountPath": "/b", "readOnly": true}]}]}}}}));
+        assert_eq!(
+            pod_spec(&out)["containers"][0]["volumeMounts"],
+            json!([{"name": "data", "mountPath": "/a"}, {"name": "data", "mountPath": "/b", "readOnly": true}])
+        );
     }
 
     #[test]
     fn service_ports_merge_by_port() {
-        let svc = json!({"spec": {"ports": [{"name": "http", "port": 80}, {"name": "https", "port": 443}]}});
+        let svc = json!({"kind": "Service", "spec": {"ports": [{"name": "http", "port": 80}, {"name": "https", "port": 443}], "selector": {"app": "x"}}});
         let out = strategic_merge_patch(&svc, &json!({"spec": {"ports": [{"port": 443, "targetPort": 8443}]}}), "Service").unwrap();
-        assert_eq!(out["spec"]["ports"][1], json!({"name": "https", "port": 443, "targetPort": 8443}));
-        assert_eq!(out["spec"]["ports"].as_array().unwrap().len(), 2);
+        assert_eq!(out["spec"]["ports"], json!([{"name": "http", "port": 80}, {"name": "https", "port": 443, "targetPort": 8443}]));
+        // The same field of another kind is atomic.
+        let out = strategic_merge_patch(&svc, &json!({"spec": {"ports": [{"port": 443}]}}), "Ingress").unwrap();
+        assert_eq!(out["spec"]["ports"], json!([{"port": 443}]));
     }
 
     #[test]
-    fn delete_directive_and_element_order() {
+    fn delete_directive_removes_a_container() {
         let out = smp(json!({"spec": {"template": {"spec": {"containers": [{"name": "side", "$patch": "delete"}]}}}}));
-        assert_eq!(out["spec"]["template"]["spec"]["containers"].as_array().unwrap().len(), 1);
-        let out = smp(json!({"spec": {"template": {"spec": {"$setElementOrder/containers": [{"name": "side"}, {"name": "web"}]}}}}));
-        assert_eq!(out["spec"]["template"]["spec"]["containers"][0]["name"], "side");
-        assert!(out["spec"]["template"]["spec"].get("$setElementOrder/containers").is_none());
+        assert_eq!(names(&pod_spec(&out)["containers"], "name"), [json!("web")]);
+        assert_no_directives(&out);
+        // Deleting an element that is not there is no error.
+        let out = smp(json!({"spec": {"template": {"spec": {"containers": [{"name": "ghost", "$patch": "delete"}]}}}}));
+        assert_eq!(names(&pod_spec(&out)["containers"], "name"), [json!("web"), json!("side")]);
+        // Without the merge key there is nothing to delete by.
+        assert!(matches!(
+            strategic_merge_patch(&deployment(), &json!({"spec": {"template": {"spec": {"containers": [{"$patch": "delete"}]}}}}), "Deployment"),
+            Err(PatchError::MissingMergeKey { .. })
+        ));
     }
 
     #[test]
-    fn retain_keys_drops_the_old_strategy_fields() {
+    fn set_element_order_reorders_containers() {
+        let out = smp(json!({"spec": {"template": {"spec": {"$setElementOrder/containers": [{"name": "side"}, {"name": "web"}]}}}}));
+        assert_eq!(names(&pod_spec(&out)["containers"], "name"), [json!("side"), json!("web")]);
+        assert_eq!(pod_spec(&out)["containers"][1]["image"], "web:1");
+        assert_no_directives(&out);
+        // A patch item the order list does not name is refused, as upstream does.
+        let bad = json!({"spec": {"template": {"spec": {"$setElementOrder/containers": [{"name": "web"}], "containers": [{"name": "side", "image": "s"}]}}}});
+        assert!(matches!(strategic_merge_patch(&deployment(), &bad, "Deployment"), Err(PatchError::MalformedDirective { .. })));
+    }
+
+    #[test]
+    fn retain_keys_switches_the_deployment_strategy() {
         let out = smp(json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate", "rollingUpdate": null}}}));
         assert_eq!(out["spec"]["strategy"], json!({"type": "Recreate"}));
         let out = smp(json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}}));
         assert_eq!(out["spec"]["strategy"], json!({"type": "Recreate"}));
+        // A field set by the patch must be retained.
+        let bad = json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}}});
+        assert!(strategic_merge_patch(&deployment(), &bad, "Deployment").is_err());
     }
 
     #[test]
-    fn primitive_lists_and_null() {
-        let out = smp(json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"], "finalizers": ["c"], "labels": {"app": null}}}));
-        assert_eq!(out["metadata"]["finalizers"], json!(["b", "c"]));
-        assert_eq!(out["metadata"]["labels"], json!({}));
-        let out = smp(json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "args": ["x"]}]}}}}));
-        assert_eq!(out["spec"]["template"]["spec"]["containers"][0]["args"], json!(["x"]));
+    fn finalizers_merge_as_a_set_and_delete_from_primitive_list() {
+        let out = smp(json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"], "finalizers": ["c", "b"]}}));
+        assert_eq!(out["metadata"]["finalizers"], json!(["c", "b"]));
+        let out = smp(json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["a"]}}));
+        assert_eq!(out["metadata"]["finalizers"], json!(["b"]));
+        let out = smp(json!({"metadata": {"finalizers": ["b"]}}));
+        assert_eq!(out["metadata"]["finalizers"], json!(["a", "b"]));
+        // As kubectl sends when a finalizer is added to the end.
+        let out = smp(json!({"metadata": {"$setElementOrder/finalizers": ["a", "b", "z"], "finalizers": ["z"]}}));
+        assert_eq!(out["metadata"]["finalizers"], json!(["a", "b", "z"]));
+        assert_no_directives(&out);
     }
 
     #[test]
-    fn map_replace_and_list_replace_directives() {
-        let out = smp(json!({"spec": {"strategy": {"$patch": "replace", "type": "Recreate"}}}));
-        assert_eq!(out["spec"]["strategy"], json!({"type": "Recreate"}));
-        let out = smp(json!({"spec": {"template": {"spec": {"containers": [{"$patch": "replace"}, {"name": "only", "image": "o:1"}]}}}}));
-        assert_eq!(out["spec"]["template"]["spec"]["containers"], json!([{"name": "only", "image": "o:1"}]));
+    fn null_deletes_a_key() {
+        let out = smp(json!({"metadata": {"labels": {"app": null, "tier": "fe"}}, "spec": {"template": {"spec": {"restartPolicy": null}}}}));
+        assert_eq!(out["metadata"]["labels"], json!({"tier": "fe"}));
+        assert!(pod_spec(&out).get("restartPolicy").is_none());
+        // A null for an absent key is ignored, not stored.
+        let out = smp(json!({"spec": {"paused": null}}));
+        assert!(out["spec"].get("paused").is_none());
     }
 
     #[test]
-    fn kubectl_apply_shaped_patch() {
+    fn merge_patch_adds_a_label() {
+        let mut t = deployment();
+        merge_patch(&mut t, &json!({"metadata": {"labels": {"tier": "fe"}}}));
+        assert_eq!(t["metadata"]["labels"], json!({"app": "web", "tier": "fe"}));
+        merge_patch(&mut t, &json!({"metadata": {"labels": {"app": null}}, "spec": {"template": {"spec": {"containers": [{"name": "x"}]}}}}));
+        assert_eq!(t["metadata"]["labels"], json!({"tier": "fe"}));
+        assert_eq!(pod_spec(&t)["containers"], json!([{"name": "x"}]), "merge patch replaces lists");
+        let mut s = json!("x");
+        merge_patch(&mut s, &json!({"a": {"b": null, "c": 1}}));
+        assert_eq!(s, json!({"a": {"c": 1}}));
+    }
+
+    #[test]
+    fn kubectl_apply_patch_on_a_full_deployment() {
+        let last = r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"web"},"spec":{"template":{"spec":{"containers":[{"name":"web","image":"web:2"},{"name":"side","image":"side:1"}]}}}}"#;
         let patch = json!({
-            "metadata": {"annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"}},
-            "spec": {"template": {"spec": {"$setElementOrder/containers": [{"name": "web"}, {"name": "side"}],
-                "containers": [{"image": "web:2", "name": "web"}]}}},
+            "metadata": {"annotations": {"kubectl.kubernetes.io/last-applied-configuration": last}},
+            "spec": {"template": {"spec": {
+                "$setElementOrder/containers": [{"name": "web"}, {"name": "side"}],
+                "containers": [{"image": "web:2", "name": "web"}],
+            }}},
         });
         let out = smp(patch);
-        assert_eq!(out["spec"]["template"]["spec"]["containers"][0]["image"], "web:2");
-        assert_eq!(out["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"], 80);
-        assert_eq!(out["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"], "{}");
+        let mut want = deployment();
+        want["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] = json!(last);
+        want["spec"]["template"]["spec"]["containers"][0]["image"] = json!("web:2");
+        assert_eq!(out, want);
+    }
+
+    #[test]
+    fn kubectl_edit_removes_an_env_var_and_adds_a_container() {
+        let patch = json!({"spec": {"template": {"spec": {
+            "$setElementOrder/containers": [{"name": "web"}, {"name": "new"}, {"name": "side"}],
+            "containers": [
+                {"name": "web", "$setElementOrder/env": [{"name": "B"}], "env": [{"$patch": "delete", "name": "A"}]},
+                {"name": "new", "image": "new:1", "$setElementOrder/env": [{"name": "X"}], "env": [{"name": "X", "value": "x"}]},
+            ],
+        }}}});
+        let out = smp(patch);
+        let cs = &pod_spec(&out)["containers"];
+        assert_eq!(names(cs, "name"), [json!("web"), json!("new"), json!("side")]);
+        assert_eq!(cs[0]["env"], json!([{"name": "B", "value": "2"}]));
+        assert_eq!(cs[1], json!({"name": "new", "image": "new:1", "env": [{"name": "X", "value": "x"}]}));
+        assert_no_directives(&out);
+    }
+
+    #[test]
+    fn rollout_restart_pause_and_set_image() {
+        let out = smp(json!({"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": "2024-01-01T00:00:00Z"}}}}}));
+        assert_eq!(out["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"], "2024-01-01T00:00:00Z");
+        assert_eq!(out["spec"]["template"]["metadata"]["labels"], json!({"app": "web"}));
+        let out = smp(json!({"spec": {"paused": true}}));
+        assert_eq!(out["spec"]["paused"], true);
+        let out = smp(json!({"spec": {"template": {"spec": {"containers": [{"image": "web:9", "name": "web"}]}}}}));
+        assert_eq!(names(&pod_spec(&out)["containers"], "image"), [json!("web:9"), json!("side:1")]);
     }
 
     #[test]
     fn cronjob_containers_merge_by_name() {
-        let cj = json!({"spec": {"jobTemplate": {"spec": {"template": {"spec": {"containers": [{"name": "a", "image": "a:1"}, {"name": "b", "image": "b:1"}]}}}}}});
+        let cj = json!({"kind": "CronJob", "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": {"spec": {
+            "containers": [{"name": "a", "image": "a:1", "env": [{"name": "E", "value": "1"}]}, {"name": "b", "image": "b:1"}]}}}}}});
         let p = json!({"spec": {"jobTemplate": {"spec": {"template": {"spec": {"containers": [{"name": "b", "image": "b:2"}]}}}}}});
         let out = strategic_merge_patch(&cj, &p, "CronJob").unwrap();
         let cs = &out["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"];
-        assert_eq!((cs[0]["image"].as_str(), cs[1]["image"].as_str()), (Some("a:1"), Some("b:2")));
+        assert_eq!(cs, &json!([{"name": "a", "image": "a:1", "env": [{"name": "E", "value": "1"}]}, {"name": "b", "image": "b:2"}]));
+        let p = json!({"spec": {"jobTemplate": {"spec": {"template": {"spec": {"containers": [{"name": "a", "env": [{"name": "E", "value": "2"}]}]}}}}}});
+        let out = strategic_merge_patch(&cj, &p, "CronJob").unwrap();
+        assert_eq!(out["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["env"], json!([{"name": "E", "value": "2"}]));
+    }
+
+    #[test]
+    fn strategies_follow_the_upstream_tags() {
+        let s = |kind: &str, path: &str| list_strategy(kind, &path.split('.').map(String::from).collect::<Vec<_>>());
+        use ListStrategy::*;
+        assert_eq!(s("Pod", "spec.containers"), Key("name"));
+        assert_eq!(s("Pod", "spec.initContainers.ports"), Key("containerPort"));
+        assert_eq!(s("Pod", "spec.ephemeralContainers.volumeDevices"), Key("devicePath"));
+        assert_eq!(s("StatefulSet", "spec.template.spec.containers.volumeMounts"), Key("mountPath"));
+        assert_eq!(s("DaemonSet", "spec.template.spec.volumes"), Key("name"));
+        assert_eq!(s("Job", "spec.template.spec.hostAliases"), Key("ip"));
+        assert_eq!(s("ReplicaSet", "spec.template.spec.topologySpreadConstraints"), Key("topologyKey"));
+        assert_eq!(s("CronJob", "spec.jobTemplate.spec.template.spec.imagePullSecrets"), Key("name"));
+        assert_eq!(s("Pod", "spec.schedulingGates"), Key("name"));
+        assert_eq!(s("Pod", "spec.resourceClaims"), Key("name"));
+        assert_eq!(s("Pod", "spec.tolerations"), Replace);
+        assert_eq!(s("Pod", "spec.readinessGates"), Replace);
+        assert_eq!(s("Pod", "spec.containers.envFrom"), Replace);
+        assert_eq!(s("Pod", "spec.containers.command"), Replace);
+        assert_eq!(s("Pod", "spec.containers.args"), Replace);
+        // `+listType=atomic` upstream, despite having a natural key.
+        assert_eq!(s("Pod", "spec.containers.resizePolicy"), Replace);
+        assert_eq!(s("Deployment", "spec.containers"), Replace, "a Deployment's spec is not a pod spec");
+        assert_eq!(s("Deployment", "spec.template.spec.containers.env"), Key("name"));
+        assert_eq!(s("Deployment", "metadata.finalizers"), Set);
+        assert_eq!(s("Deployment", "spec.template.metadata.finalizers"), Set);
+        assert_eq!(s("ConfigMap", "metadata.ownerReferences"), Key("uid"));
+        assert_eq!(s("Service", "spec.ports"), Key("port"));
+        assert_eq!(s("Deployment", "status.conditions"), Key("type"));
+        assert_eq!(s("Foo", "status.conditions"), Key("type"));
+        assert_eq!(s("Node", "status.addresses"), Key("type"));
+        assert_eq!(s("Pod", "status.containerStatuses"), Replace);
+        assert_eq!(s("Pod", "status.initContainerStatuses"), Replace);
+        assert_eq!(s("Pod", "status.ephemeralContainerStatuses"), Replace);
+        assert_eq!(s("StatefulSet", "spec.volumeClaimTemplates"), Replace);
+        assert_eq!(s("Pod", "spec.volumes.projected.sources"), Replace);
+    }
+
+    #[test]
+    fn atomic_lists_are_replaced() {
+        let out = smp(json!({"spec": {"template": {"spec": {"tolerations": [{"key": "k2", "operator": "Exists"}], "containers": [{"name": "web", "args": ["x"]}]}}}}));
+        assert_eq!(pod_spec(&out)["tolerations"], json!([{"key": "k2", "operator": "Exists"}]));
+        assert_eq!(pod_spec(&out)["containers"][0]["args"], json!(["x"]));
+        let pod = json!({"status": {"containerStatuses": [{"name": "a", "ready": true}, {"name": "b", "ready": true}]}});
+        let out = strategic_merge_patch(&pod, &json!({"status": {"containerStatuses": [{"name": "a", "ready": false}]}}), "Pod").unwrap();
+        assert_eq!(out["status"]["containerStatuses"], json!([{"name": "a", "ready": false}]));
+    }
+
+    #[test]
+    fn status_conditions_and_node_addresses_merge_by_type() {
+        let out = smp(json!({"status": {"conditions": [{"type": "Progressing", "status": "False"}]}}));
+        assert_eq!(out["status"]["conditions"], json!([{"type": "Available", "status": "True"}, {"type": "Progressing", "status": "False"}]));
+        let node = json!({"status": {"addresses": [{"type": "InternalIP", "address": "10.0.0.1"}, {"type": "Hostname", "address": "n1"}]}});
+        let out = strategic_merge_patch(&node, &json!({"status": {"addresses": [{"type": "Hostname", "address": "n2"}]}}), "Node").unwrap();
+        assert_eq!(out["status"]["addresses"], json!([{"type": "InternalIP", "address": "10.0.0.1"}, {"type": "Hostname", "address": "n2"}]));
+    }
+
+    #[test]
+    fn owner_references_merge_by_uid() {
+        let cm = json!({"metadata": {"ownerReferences": [{"uid": "1", "name": "a"}]}});
+        let out = strategic_merge_patch(&cm, &json!({"metadata": {"ownerReferences": [{"uid": "2", "name": "b"}]}}), "ConfigMap").unwrap();
+        assert_eq!(names(&out["metadata"]["ownerReferences"], "uid"), [json!("2"), json!("1")]);
+    }
+
+    #[test]
+    fn replace_directives() {
+        let out = smp(json!({"spec": {"strategy": {"$patch": "replace", "type": "Recreate"}}}));
+        assert_eq!(out["spec"]["strategy"], json!({"type": "Recreate"}));
+        let out = smp(json!({"spec": {"template": {"spec": {"containers": [{"$patch": "replace"}, {"name": "only", "image": "o:1"}]}}}}));
+        assert_eq!(pod_spec(&out)["containers"], json!([{"name": "only", "image": "o:1"}]));
+        let out = smp(json!({"metadata": {"finalizers": [{"$patch": "replace"}, "z"]}}));
+        assert_eq!(out["metadata"]["finalizers"], json!(["z"]));
+        let out = smp(json!({"spec": {"template": {"spec": {"containers": [{"$patch": "replace"}]}}}}));
+        assert_eq!(pod_spec(&out)["containers"], json!([]));
+        assert_no_directives(&out);
+    }
+
+    #[test]
+    fn delete_directive_on_a_map_empties_it_as_upstream() {
+        let out = smp(json!({"spec": {"selector": {"$patch": "delete"}}}));
+        assert_eq!(out["spec"]["selector"], json!({}));
+        let out = smp(json!({"spec": {"nothing": {"$patch": "delete"}}}));
+        assert!(out["spec"].get("nothing").is_none());
+    }
+
+    #[test]
+    fn merge_directive_is_the_default() {
+        let out = smp(json!({"metadata": {"$patch": "merge", "labels": {"x": "y"}}}));
+        assert_eq!(out["metadata"]["labels"], json!({"app": "web", "x": "y"}));
+    }
+
+    #[test]
+    fn new_lists_and_maps_are_created_without_directives() {
+        let pod = json!({"kind": "Pod", "spec": {"containers": [{"name": "a"}]}});
+        let patch = json!({"spec": {
+            "volumes": [{"name": "v", "emptyDir": {}}, {"name": "gone", "$patch": "delete"}],
+            "initContainers": [{"name": "i", "$setElementOrder/env": [{"name": "E"}], "env": [{"name": "E", "value": "1"}], "args": null}],
+            "securityContext": {"$patch": "replace", "runAsUser": 1000, "fsGroup": null},
+        }});
+        let out = strategic_merge_patch(&pod, &patch, "Pod").unwrap();
+        assert_eq!(out["spec"]["volumes"], json!([{"name": "v", "emptyDir": {}}]));
+        assert_eq!(out["spec"]["initContainers"], json!([{"name": "i", "env": [{"name": "E", "value": "1"}]}]));
+        assert_eq!(out["spec"]["securityContext"], json!({"runAsUser": 1000}));
+        assert_no_directives(&out);
+    }
+
+    /// Cases from upstream's own tests of patch application, with merge lists.
+    #[test]
+    fn upstream_ordering_cases() {
+        let pod = |names: &[u64]| json!({"spec": {"containers": names.iter().map(|n| json!({"name": n})).collect::<Vec<_>>()}});
+        let run = |orig: Value, patch: Value| strategic_merge_patch(&orig, &json!({"spec": patch}), "Pod").unwrap()["spec"]["containers"].clone();
+        // "preserve the order from the patch in a merging list 2"
+        let out = run(pod(&[1, 2, 3]), json!({"containers": [{"name": 3, "value": "c"}, {"name": 1, "value": "a"}]}));
+        assert_eq!(names(&out, "name"), [json!(2), json!(3), json!(1)]);
+        // "add and delete an item in a list and preserve order"
+        let orig = json!({"spec": {"containers": [{"name": 1}, {"name": 3, "value": 3}, {"name": 2, "value": 2}]}});
+        let out = run(orig, json!({
+            "$setElementOrder/containers": [{"name": 4}, {"name": 2}, {"name": 1}],
+            "containers": [{"name": 4, "value": 4}, {"name": 3, "$patch": "delete"}],
+        }));
+        assert_eq!(out, json!([{"name": 4, "value": 4}, {"name": 2, "value": 2}, {"name": 1}]));
+        // "$setElementOrder contains item that is not present in the list to be merged"
+        let out = run(pod(&[1, 3]), json!({
+            "$setElementOrder/containers": [{"name": 3}, {"name": 2}, {"name": 1}],
+            "containers": [{"name": 3, "value": 3}, {"name": 1, "value": 1}],
+        }));
+        assert_eq!(out, json!([{"name": 3, "value": 3}, {"name": 1, "value": 1}]));
+        // "delete all duplicate entries in a merging list"
+        let orig = json!({"spec": {"containers": [{"name": 1}, {"name": 1}, {"name": 2, "value": "a"}, {"name": 3}, {"name": 3}]}});
+        let out = run(orig, json!({"containers": [{"name": 1, "$patch": "delete"}, {"name": 3, "$patch": "delete"}]}));
+        assert_eq!(out, json!([{"name": 2, "value": "a"}]));
+        // "preserve the order from the patch in a merging int list"
+        let node = json!({"spec": {"podCIDRs": [1, 2, 3]}});
+        let out = strategic_merge_patch(&node, &json!({"spec": {"podCIDRs": [3, 1]}}), "Node").unwrap();
+        assert_eq!(out["spec"]["podCIDRs"], json!([2, 3, 1]));
+    }
+
+    #[test]
+    fn volume_source_switch_with_retain_keys() {
+        // kubectl apply switching a volume from emptyDir to a configMap.
+        let patch = json!({"spec": {"template": {"spec": {
+            "$setElementOrder/volumes": [{"name": "data"}],
+            "volumes": [{"$retainKeys": ["configMap", "name"], "configMap": {"name": "cfg"}, "name": "data"}],
+        }}}});
+        let out = smp(patch);
+        assert_eq!(pod_spec(&out)["volumes"], json!([{"name": "data", "configMap": {"name": "cfg"}}]));
+    }
+
+    #[test]
+    fn numeric_merge_keys_compare_as_numbers() {
+        let out = smp(json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "ports": [{"containerPort": 80.0, "name": "http"}]}]}}}}));
+        assert_eq!(pod_spec(&out)["containers"][0]["ports"].as_array().unwrap().len(), 1);
+        assert_eq!(pod_spec(&out)["containers"][0]["ports"][0]["name"], "http");
+    }
+
+    #[test]
+    fn long_lists_merge_in_reasonable_time() {
+        let n = 20_000;
+        let env: Vec<Value> = (0..n).map(|i| json!({"name": format!("E{i}"), "value": "x"})).collect();
+        let pod = json!({"spec": {"containers": [{"name": "a", "env": env}]}});
+        let patch_env: Vec<Value> = (0..n).rev().map(|i| json!({"name": format!("E{i}"), "value": "y"})).collect();
+        let order: Vec<Value> = (0..n).map(|i| json!({"name": format!("E{i}")})).collect();
+        let patch = json!({"spec": {"containers": [{"name": "a", "env": patch_env.iter().rev().cloned().collect::<Vec<_>>(), "$setElementOrder/env": order}]}});
+        let started = std::time::Instant::now();
+        let out = strategic_merge_patch(&pod, &patch, "Pod").unwrap();
+        let out2 = strategic_merge_patch(&pod, &json!({"spec": {"containers": [{"name": "a", "env": patch_env}]}}), "Pod").unwrap();
+        assert!(started.elapsed().as_secs() < 10, "took {:?}", started.elapsed());
+        assert_eq!(out["spec"]["containers"][0]["env"][n - 1], json!({"name": format!("E{}", n - 1), "value": "y"}));
+        assert_eq!(out2["spec"]["containers"][0]["env"][0], json!({"name": format!("E{}", n - 1), "value": "y"}));
     }
 
     #[test]
     fn errors() {
-        assert!(strategic_merge_patch(&deployment(), &json!({"$foo": 1}), "Deployment").is_err());
-        assert!(strategic_merge_patch(&deployment(), &json!([1]), "Deployment").is_err());
-        assert!(strategic_merge_patch(&deployment(), &json!({"spec": {"$patch": "explode"}}), "Deployment").is_err());
+        let d = deployment();
+        let is_unknown = |r| matches!(r, Err(PatchError::UnknownDirective { .. }));
+        assert!(is_unknown(strategic_merge_patch(&d, &json!({"$foo": 1}), "Deployment")));
+        assert!(is_unknown(strategic_merge_patch(&d, &json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "$bar": 1}]}}}}), "Deployment")));
+        assert!(matches!(strategic_merge_patch(&d, &json!([1]), "Deployment"), Err(PatchError::NotAnObject(_))));
+        assert!(matches!(strategic_merge_patch(&d, &json!("x"), "Deployment"), Err(PatchError::NotAnObject(_))));
+        assert!(strategic_merge_patch(&d, &json!({"spec": {"$patch": "explode"}}), "Deployment").is_err());
+        assert!(strategic_merge_patch(&d, &json!({"spec": {"$retainKeys": "type"}}), "Deployment").is_err());
+        assert!(strategic_merge_patch(&d, &json!({"metadata": {"$deleteFromPrimitiveList/finalizers": "a"}}), "Deployment").is_err());
+        assert!(strategic_merge_patch(&d, &json!({"spec": {"template": {"spec": {"containers": [{"image": "x"}]}}}}), "Deployment").is_err());
+        assert!(strategic_merge_patch(&d, &json!({"spec": {"template": {"spec": {"containers": ["web"]}}}}), "Deployment").is_err());
+        assert!(strategic_merge_patch(&d, &json!({"metadata": {"finalizers": [{"x": 1}]}}), "Deployment").is_err());
+        let odd = json!({"metadata": {"finalizers": "x"}});
+        assert!(strategic_merge_patch(&odd, &json!({"metadata": {"$setElementOrder/finalizers": ["x"]}}), "Pod").is_err());
+        let msg = strategic_merge_patch(&d, &json!({"spec": {"template": {"$baz": 1}}}), "Deployment").unwrap_err().to_string();
+        assert!(msg.contains("$baz") && msg.contains("spec.template"), "{msg}");
     }
 
     #[test]
-    fn merge_and_json_patch() {
-        let mut t = json!({"metadata": {"labels": {"a": "1"}}});
-        merge_patch(&mut t, &json!({"metadata": {"labels": {"b": "2", "a": null}}}));
-        assert_eq!(t, json!({"metadata": {"labels": {"b": "2"}}}));
-        let out = json_patch(&t, &json!([{"op": "add", "path": "/metadata/labels/c", "value": "3"}, {"op": "remove", "path": "/metadata/labels/b"}, {"op": "replace", "path": "/metadata/labels/c", "value": "4"}])).unwrap();
-        assert_eq!(out, json!({"metadata": {"labels": {"c": "4"}}}));
-        assert!(json_patch(&t, &json!([{"op": "test", "path": "/metadata/labels/b", "value": "9"}])).is_err());
-        assert!(json_patch(&t, &json!({"op": "add"})).is_err());
+    fn json_patch_operations() {
+        let t = json!({"metadata": {"labels": {"a": "1"}}, "spec": {"replicas": 1}});
+        let out = json_patch(&t, &json!([
+            {"op": "add", "path": "/metadata/labels/b", "value": "2"},
+            {"op": "replace", "path": "/spec/replicas", "value": 3},
+            {"op": "remove", "path": "/metadata/labels/a"},
+            {"op": "test", "path": "/spec/replicas", "value": 3},
+        ])).unwrap();
+        assert_eq!(out, json!({"metadata": {"labels": {"b": "2"}}, "spec": {"replicas": 3}}));
+        let err = json_patch(&t, &json!([{"op": "add", "path": "/x", "value": 1}, {"op": "test", "path": "/spec/replicas", "value": 9}])).unwrap_err();
+        assert!(matches!(&err, PatchError::JsonPatchOp { index: 1, op, path, .. } if op == "test" && path == "/spec/replicas"), "{err}");
+        assert!(json_patch(&t, &json!([{"op": "remove", "path": "/nope"}])).is_err());
+        assert!(matches!(json_patch(&t, &json!({"op": "add"})), Err(PatchError::InvalidJsonPatch(_))));
+        assert!(matches!(json_patch(&t, &json!([{"op": "frobnicate", "path": "/a"}])), Err(PatchError::InvalidJsonPatch(_))));
     }
 }
