@@ -128,3 +128,67 @@ fn python_client_lists_creates_patches_watches_and_deletes() {
     assert!(stdout.contains("python client: ok"), "{stdout}");
     c.stop();
 }
+
+#[test]
+fn subresources_and_collection_verbs() {
+    let (c, _dir) = Cluster::start();
+    let pods = "/api/v1/namespaces/default/pods";
+    for name in ["b1", "b2", "b3"] {
+        let pod = format!(r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}","labels":{{"batch":"x"}}}},"spec":{{"containers":[{{"name":"c","image":"i:1"}}]}}}}"#);
+        let (code, body) = c.curl("POST", pods, "application/json", Some(pod.as_bytes()), true);
+        assert_eq!(code, 201, "{body}");
+    }
+
+    // pods/binding assigns the node once, and only once.
+    let binding = br#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"b1"},"target":{"kind":"Node","name":"node-a"}}"#;
+    let (code, body) = c.curl("POST", &format!("{pods}/b1/binding"), "application/json", Some(binding), true);
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(c.jsonpath(&["pod", "b1"], "{.spec.nodeName}"), "node-a");
+    assert_eq!(c.jsonpath(&["pod", "b1"], "{.status.conditions[?(@.type==\"PodScheduled\")].status}"), "True");
+    expect_status(c.curl("POST", &format!("{pods}/b1/binding"), "application/json", Some(binding), true), 409, "Conflict");
+
+    // /status writes change only status; the spec stays.
+    let status_patch = br#"{"status":{"phase":"Running","podIP":"127.1.0.9"},"spec":{"nodeName":"elsewhere"}}"#;
+    let (code, body) = c.curl("PATCH", &format!("{pods}/b1/status"), "application/merge-patch+json", Some(status_patch), true);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(c.jsonpath(&["pod", "b1"], "{.status.phase} {.status.podIP} {.spec.nodeName}"), "Running 127.1.0.9 node-a");
+
+    // pods/eviction deletes an unbound pod.
+    let eviction = br#"{"apiVersion":"policy/v1","kind":"Eviction","metadata":{"name":"b2"}}"#;
+    let (code, body) = c.curl("POST", &format!("{pods}/b2/eviction"), "application/json", Some(eviction), true);
+    assert_eq!(code, 201, "{body}");
+    expect_status(c.curl("GET", &format!("{pods}/b2"), "application/json", None, true), 404, "NotFound");
+
+    // deletecollection with a selector.
+    let (code, body) = c.curl("DELETE", &format!("{pods}?labelSelector=batch%3Dx"), "application/json", None, true);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(c.ok(&["get", "pods", "-o", "name"]).trim(), "");
+
+    // /scale is an autoscaling/v1 Scale view.
+    c.apply(crate::api::APP);
+    let (code, body) = c.curl("GET", "/apis/apps/v1/namespaces/default/deployments/hello/scale", "application/json", None, true);
+    assert_eq!(code, 200, "{body}");
+    let scale = status(&body);
+    assert_eq!((scale["kind"].as_str(), scale["apiVersion"].as_str(), scale["spec"]["replicas"].as_i64()), (Some("Scale"), Some("autoscaling/v1"), Some(2)));
+    assert_eq!(scale["status"]["selector"], "app=hello");
+    c.stop();
+}
+
+#[test]
+fn watch_from_a_revision_before_restart_is_expired() {
+    let dir = crate::harness::TempDir::new("expired");
+    let c = Cluster::start_in(dir.path());
+    c.ok(&["create", "configmap", "a", "--from-literal=x=y"]);
+    c.stop();
+    let c = Cluster::start_in(dir.path());
+    let (code, body) = c.curl("GET", "/api/v1/namespaces/default/configmaps?watch=true&resourceVersion=1&timeoutSeconds=2", "application/json", None, true);
+    assert_eq!(code, 200, "{body}");
+    let first: Value = serde_json::from_str(body.lines().next().unwrap_or("")).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(first["type"], "ERROR", "{body}");
+    assert_eq!((first["object"]["code"].as_i64(), first["object"]["reason"].as_str()), (Some(410), Some("Expired")));
+    // From the current revision the watch works and ends at its timeout.
+    let rv = c.jsonpath(&["cm", "a"], "{.metadata.resourceVersion}");
+    let (code, body) = c.curl("GET", &format!("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv}&timeoutSeconds=1"), "application/json", None, true);
+    assert_eq!((code, body.trim()), (200, ""));
+    c.stop();
+}

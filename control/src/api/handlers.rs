@@ -122,21 +122,27 @@ pub fn list(state: &ApiState, addr: &Address, query: &Query, wanted: Wanted) -> 
     let res = addr.resource;
     let filter = Filter::from_query(res, query)?;
     let (items, revision) = state.store.list(&res.list_prefix(addr.namespace.as_deref())).map_err(|e| store_error(addr.target(), e))?;
-    let mut matching: Vec<&Value> = items.iter().map(|o| o.as_ref()).filter(|o| filter.matches(o)).collect();
 
-    // Paging: the continue token is the last key served; pages are cut from the current state.
+    // Paging: the continue token is the last key served. Items come in key order,
+    // so a page starts with a binary search and stops at the limit; pages are cut
+    // from the current state, not a snapshot.
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    if let Some(token) = query.get("continue") {
-        let after = b64.decode(token).ok().and_then(|b| String::from_utf8(b).ok()).ok_or_else(|| ApiError::BadRequest("continue token is invalid".into()))?;
-        matching.retain(|o| object_key(res, o) > after);
-    }
-    let mut cont = None;
-    if let Some(limit) = query.int("limit")?.filter(|l| *l > 0) {
-        let limit = limit as usize;
-        if matching.len() > limit {
-            matching.truncate(limit);
-            cont = matching.last().map(|o| b64.encode(object_key(res, o)));
+    let start = match query.get("continue") {
+        Some(token) => {
+            let after = b64.decode(token).ok().and_then(|b| String::from_utf8(b).ok()).ok_or_else(|| ApiError::BadRequest("continue token is invalid".into()))?;
+            items.partition_point(|o| object_key(res, o) <= after)
         }
+        None => 0,
+    };
+    let limit = query.int("limit")?.filter(|l| *l > 0).map(|l| l as usize);
+    let mut matching: Vec<&Value> = Vec::new();
+    let mut cont = None;
+    for o in items[start..].iter().map(|o| o.as_ref()).filter(|o| filter.matches(o)) {
+        if limit.is_some_and(|l| matching.len() == l) {
+            cont = matching.last().map(|last| b64.encode(object_key(res, last)));
+            break;
+        }
+        matching.push(o);
     }
     let mut meta = json!({"resourceVersion": revision.to_string()});
     if let Some(c) = &cont {
