@@ -3,6 +3,8 @@
 //! Benchmarks start the real server as a child process and talk to it over
 //! HTTPS as any client would, so the figures include TLS, HTTP and the store.
 
+mod registry;
+
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -16,6 +18,8 @@ use tokio::io::AsyncBufReadExt;
 pub enum BenchCommand {
     /// API throughput and latency: create, get, list and patch ConfigMaps over HTTPS.
     Api(ApiArgs),
+    /// Registry push/pull throughput for 1 KiB, 1 MiB and 100 MiB blobs, against docker-registry.
+    Registry(registry::RegistryArgs),
 }
 
 #[derive(clap::Args)]
@@ -37,6 +41,7 @@ pub struct ApiArgs {
 pub async fn run(what: BenchCommand) -> anyhow::Result<()> {
     match what {
         BenchCommand::Api(args) => api(args).await,
+        BenchCommand::Registry(args) => registry::run(args).await,
     }
 }
 

@@ -1,6 +1,8 @@
 //! `wasmkube`: Kubernetes for WebAssembly, in one binary.
 
 mod bench;
+mod pull;
+mod push;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -18,6 +20,12 @@ struct Cli {
 enum Command {
     /// Run a whole cluster in this process: store, API server and everything built so far.
     Up(UpArgs),
+    /// Serve only the OCI registry (the same one `up` embeds).
+    Registry(RegistryArgs),
+    /// Pack a .wasm module or component as an OCI artifact and push it to a registry.
+    Push(push::PushArgs),
+    /// Pull an image into the node's image cache, verifying every digest.
+    Pull(pull::PullArgs),
     /// Measure wasmkube and print a results table.
     Bench {
         #[command(subcommand)]
@@ -33,12 +41,67 @@ struct UpArgs {
     /// Address of the Kubernetes API (HTTPS); port 0 picks a free port
     #[arg(long, default_value = "127.0.0.1:6443")]
     api_addr: String,
-    /// Address of the embedded OCI registry (reserved: the registry is not served yet)
+    /// Address of the embedded OCI registry (plain HTTP; port 0 picks a free port)
     #[arg(long, default_value = "127.0.0.1:5000")]
     registry_addr: String,
     /// Address of the embedded DNS server (reserved: DNS is not served yet)
     #[arg(long, default_value = "127.0.0.1:1053")]
     dns_addr: String,
+}
+
+#[derive(clap::Args)]
+struct RegistryArgs {
+    /// Where blobs and manifests are stored [default: $WASMKUBE_HOME/registry or ~/.wasmkube/registry]
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address to serve the registry on (plain HTTP); port 0 picks a free port
+    #[arg(long, default_value = "127.0.0.1:5000")]
+    addr: String,
+}
+
+/// Binds and serves the registry in the background; returns the address it serves on.
+async fn start_registry(dir: &std::path::Path, addr: &str, mut shutdown: Shutdown) -> anyhow::Result<(std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+    let storage = wasmkube_registry::Storage::open(dir).with_context(|| format!("opening the registry storage in {}", dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the registry to {addr}"))?;
+    let local = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        if let Err(e) = wasmkube_registry::serve(listener, storage, async move { shutdown.wait().await }).await {
+            tracing::error!(error = %e, "the registry stopped");
+        }
+    });
+    Ok((local, task))
+}
+
+async fn registry(args: RegistryArgs) -> anyhow::Result<()> {
+    let dir = match args.data_dir {
+        Some(d) => d,
+        None => home_dir()?.join("registry"),
+    };
+    let (stop, shutdown) = Shutdown::new();
+    let (addr, task) = start_registry(&dir, &args.addr, shutdown).await?;
+    #[allow(clippy::print_stdout)]
+    {
+        println!("wasmkube registry ready: http://{addr} storage {}", dir.display());
+    }
+    wait_for_signal().await?;
+    let _ = stop.send(true);
+    let _ = task.await;
+    Ok(())
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    Ok(())
+}
+
+/// `$WASMKUBE_HOME`, else `~/.wasmkube`.
+pub(crate) fn home_dir() -> anyhow::Result<PathBuf> {
+    std::env::var_os("WASMKUBE_HOME").map(PathBuf::from).map_or_else(default_data_dir, Ok)
 }
 
 fn default_data_dir() -> anyhow::Result<PathBuf> {
@@ -52,28 +115,39 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         None => default_data_dir()?,
     };
     let (stop, shutdown) = Shutdown::new();
+    let (registry_addr, registry) = start_registry(&data_dir.join("registry"), &args.registry_addr, shutdown.clone()).await?;
     let cp = ControlPlane::start(ControlPlaneConfig { data_dir: data_dir.clone(), api_addr: args.api_addr }, shutdown)
         .await
         .context("starting the control plane")?;
-    tracing::info!(registry = %args.registry_addr, dns = %args.dns_addr, "registry and DNS are not part of this build yet");
+    tracing::info!(dns = %args.dns_addr, "DNS is not part of this build yet");
     // The one line on stdout that scripts and tests wait for.
     #[allow(clippy::print_stdout)]
     {
-        println!("wasmkube ready: API https://{} kubeconfig {}", cp.api_addr, cp.kubeconfig.display());
+        println!("wasmkube ready: API https://{} registry {registry_addr} kubeconfig {}", cp.api_addr, cp.kubeconfig.display());
     }
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("shutting down");
+    wait_for_signal().await?;
     let _ = stop.send(true);
     cp.join().await;
+    let _ = registry.await;
     Ok(())
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The whole chain on one line, without a backtrace: this is for users.
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("error: {e:#}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("WASMKUBE_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
@@ -82,6 +156,9 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     match cli.command {
         Command::Up(args) => rt.block_on(up(args)),
+        Command::Registry(args) => rt.block_on(registry(args)),
+        Command::Push(args) => rt.block_on(push::run(args)),
+        Command::Pull(args) => rt.block_on(pull::run(args)),
         Command::Bench { what } => rt.block_on(bench::run(what)),
     }
 }

@@ -72,7 +72,7 @@ impl ControlPlane {
         let listener = TcpListener::bind(&cfg.api_addr).await.map_err(|source| ControlError::Listen { addr: cfg.api_addr.clone(), source })?;
         let api_addr = listener.local_addr().map_err(|source| ControlError::Listen { addr: cfg.api_addr.clone(), source })?;
         let host = api_addr.ip().to_string();
-        let creds = auth::Credentials::load_or_create(&cfg.data_dir, &[host.clone()])?;
+        let creds = auth::Credentials::load_or_create(&cfg.data_dir, std::slice::from_ref(&host))?;
         let tls = creds.server_config()?;
         let kubeconfig = cfg.data_dir.join("kubeconfig");
         let server_host = if api_addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { host };

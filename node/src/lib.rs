@@ -1,4 +1,7 @@
 //! The wasmkube node agent: runs pods' containers as WASI modules and components.
 //!
-//! Not built yet. It will register a Node, watch the pods bound to it through the
-//! API (never the store), run them in wasmtime, and report their status.
+//! Built so far: [`images`], the image store every pod pulls through. The agent itself
+//! (register a Node, watch the pods bound to it through the API, run them in wasmtime,
+//! report their status) comes next.
+
+pub mod images;

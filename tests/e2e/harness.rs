@@ -39,6 +39,8 @@ pub struct Cluster {
     pub kubeconfig: PathBuf,
     /// `https://127.0.0.1:PORT`
     pub api: String,
+    /// `127.0.0.1:PORT` of the embedded OCI registry (plain HTTP)
+    pub registry: String,
     cache: TempDir,
     stderr_log: PathBuf,
 }
@@ -73,12 +75,14 @@ impl Cluster {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(60);
-        let api = loop {
+        let (api, registry) = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) if line.contains("wasmkube ready") => {
-                    let url = line.split_whitespace().find(|w| w.starts_with("https://")).expect("API URL in ready line");
-                    break url.to_string();
+                    let words: Vec<&str> = line.split_whitespace().collect();
+                    let url = words.iter().find(|w| w.starts_with("https://")).expect("API URL in ready line");
+                    let registry = words.windows(2).find(|w| w[0] == "registry").map(|w| w[1]).expect("registry address in ready line");
+                    break (url.to_string(), registry.to_string());
                 }
                 Ok(_) => continue,
                 Err(_) => {
@@ -92,6 +96,7 @@ impl Cluster {
             data_dir: data_dir.to_path_buf(),
             kubeconfig: data_dir.join("kubeconfig"),
             api,
+            registry,
             cache: TempDir::new("kubectl-cache"),
             stderr_log,
         }

@@ -4,3 +4,4 @@
 mod api;
 mod bad_input;
 mod harness;
+mod registry;

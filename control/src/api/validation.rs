@@ -491,7 +491,7 @@ impl V {
         for field in ["data", "binaryData"] {
             for (k, v) in obj.get(field).and_then(Value::as_object).into_iter().flatten() {
                 if k.is_empty() || k.len() > 253 || !k.bytes().all(|c| c.is_ascii_alphanumeric() || b"-._".contains(&c)) || k == "." || k == ".." {
-                    self.push(FieldError::invalid(format!("{field}"), k.as_str(), CONFIG_KEY));
+                    self.push(FieldError::invalid(field.to_string(), k.as_str(), CONFIG_KEY));
                 }
                 if keys.contains(&k.as_str()) {
                     self.push(FieldError::invalid(field, k.as_str(), "duplicate of key present in data"));

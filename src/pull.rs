@@ -1,0 +1,72 @@
+//! `wasmkube pull`: fetch an image into a node's image cache, as the node agent does before
+//! starting a container (a `crictl pull` for wasmkube). Handy to check a registry, its
+//! credentials and an artifact's layout without creating a pod.
+
+use anyhow::Context;
+use std::path::PathBuf;
+use wasmkube_node::images::{ImageContent, ImageStore, PullPolicy};
+
+#[derive(clap::Args)]
+pub struct PullArgs {
+    /// The image, e.g. 127.0.0.1:5000/hello:v1, ghcr.io/me/hello@sha256:...
+    reference: String,
+    /// The image cache [default: $WASMKUBE_HOME/images or ~/.wasmkube/images, the node's cache]
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Always, IfNotPresent or Never [default: Always for :latest or no tag, else IfNotPresent]
+    #[arg(long)]
+    pull_policy: Option<String>,
+    /// Copy the wasm module or component to this file
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// User name for the registry (with --password)
+    #[arg(long, requires = "password")]
+    username: Option<String>,
+    /// Password or token for the registry (with --username)
+    #[arg(long, env = "WASMKUBE_REGISTRY_PASSWORD", hide_env_values = true, requires = "username")]
+    password: Option<String>,
+    /// A docker config.json, or the `.dockerconfigjson` of an imagePullSecret
+    /// [default: $DOCKER_CONFIG/config.json or ~/.docker/config.json]
+    #[arg(long)]
+    docker_config: Option<PathBuf>,
+    /// Registries (host:port) to reach over plain HTTP; loopback registries always are
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    insecure_registries: Vec<String>,
+}
+
+pub async fn run(args: PullArgs) -> anyhow::Result<()> {
+    let policy = match &args.pull_policy {
+        Some(p) => PullPolicy::parse(p).with_context(|| format!("unknown pull policy {p:?}; use Always, IfNotPresent or Never"))?,
+        None => PullPolicy::default_for(&args.reference),
+    };
+    let reference: oci_client::Reference = args.reference.parse().with_context(|| format!("invalid image reference {:?}", args.reference))?;
+    let registry = reference.resolve_registry().to_owned();
+    let creds = crate::push::credentials(args.username.as_deref(), args.password.as_deref(), args.docker_config, &registry)?;
+    let cache = match args.cache_dir {
+        Some(d) => d,
+        None => crate::home_dir()?.join("images"),
+    };
+    let store = ImageStore::open(&cache, args.insecure_registries).with_context(|| format!("opening the image cache {}", cache.display()))?;
+    let image = store.pull(&args.reference, policy, &creds).await?;
+    let mut lines = vec![format!("pulled {}", image.reference), format!("digest: {}", image.digest)];
+    match &image.content {
+        ImageContent::Wasm { path, digest, media_type, size, os } => {
+            lines.push(format!("wasm: {media_type} {digest} {size} bytes os {}", os.as_deref().unwrap_or("unknown")));
+            lines.push(format!("cached: {}", path.display()));
+            if let Some(out) = &args.output {
+                std::fs::copy(path, out).with_context(|| format!("copying to {}", out.display()))?;
+            }
+        }
+        ImageContent::Linux { layers, .. } => {
+            lines.push(format!("linux image: {} layers", layers.len()));
+            if args.output.is_some() {
+                anyhow::bail!("{} is a Linux container image, not a wasm artifact: --output needs one wasm layer", image.reference);
+            }
+        }
+    }
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{}", lines.join("\n"));
+    }
+    Ok(())
+}
