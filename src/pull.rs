@@ -19,19 +19,8 @@ pub struct PullArgs {
     /// Copy the wasm module or component to this file
     #[arg(long)]
     output: Option<PathBuf>,
-    /// User name for the registry (with --password)
-    #[arg(long, requires = "password")]
-    username: Option<String>,
-    /// Password or token for the registry (with --username)
-    #[arg(long, env = "WASMKUBE_REGISTRY_PASSWORD", hide_env_values = true, requires = "username")]
-    password: Option<String>,
-    /// A docker config.json, or the `.dockerconfigjson` of an imagePullSecret
-    /// [default: $DOCKER_CONFIG/config.json or ~/.docker/config.json]
-    #[arg(long)]
-    docker_config: Option<PathBuf>,
-    /// Registries (host:port) to reach over plain HTTP; loopback registries always are
-    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
-    insecure_registries: Vec<String>,
+    #[command(flatten)]
+    auth: crate::push::RegistryAuthArgs,
 }
 
 pub async fn run(args: PullArgs) -> anyhow::Result<()> {
@@ -41,12 +30,12 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
     };
     let reference: oci_client::Reference = args.reference.parse().with_context(|| format!("invalid image reference {:?}", args.reference))?;
     let registry = reference.resolve_registry().to_owned();
-    let creds = crate::push::credentials(args.username.as_deref(), args.password.as_deref(), args.docker_config, &registry)?;
+    let creds = args.auth.credentials(&registry)?;
     let cache = match args.cache_dir {
         Some(d) => d,
         None => crate::home_dir()?.join("images"),
     };
-    let store = ImageStore::open(&cache, args.insecure_registries).with_context(|| format!("opening the image cache {}", cache.display()))?;
+    let store = ImageStore::open(&cache, args.auth.insecure_registries).with_context(|| format!("opening the image cache {}", cache.display()))?;
     let image = store.pull(&args.reference, policy, &creds).await?;
     let mut lines = vec![format!("pulled {}", image.reference), format!("digest: {}", image.digest)];
     match &image.content {

@@ -145,8 +145,10 @@ impl Client {
 struct Measured {
     push_mbs: f64,
     push_p50: f64,
+    push_p99: f64,
     pull_mbs: f64,
     pull_p50: f64,
+    pull_p99: f64,
 }
 
 fn blobs(size: usize, count: usize, seed: u64) -> Vec<(Bytes, String)> {
@@ -167,9 +169,11 @@ fn blobs(size: usize, count: usize, seed: u64) -> Vec<(Bytes, String)> {
         .collect()
 }
 
-fn p50(mut v: Vec<Duration>) -> f64 {
+/// (p50, p99) in milliseconds.
+fn percentiles(mut v: Vec<Duration>) -> (f64, f64) {
     v.sort();
-    v.get(v.len() / 2).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0)
+    let at = |q: f64| v.get(((v.len() as f64 * q) as usize).min(v.len().saturating_sub(1))).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0);
+    (at(0.5), at(0.99))
 }
 
 async fn measure(target: &Target, blobs: &[(Bytes, String)]) -> anyhow::Result<Measured> {
@@ -195,7 +199,8 @@ async fn measure(target: &Target, blobs: &[(Bytes, String)]) -> anyhow::Result<M
         pull.push(t.elapsed());
     }
     let pull_secs = start.elapsed().as_secs_f64();
-    Ok(Measured { push_mbs: mb / push_secs, push_p50: p50(push), pull_mbs: mb / pull_secs, pull_p50: p50(pull) })
+    let ((push_p50, push_p99), (pull_p50, pull_p99)) = (percentiles(push), percentiles(pull));
+    Ok(Measured { push_mbs: mb / push_secs, push_p50, push_p99, pull_mbs: mb / pull_secs, pull_p50, pull_p99 })
 }
 
 pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
@@ -215,8 +220,8 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
             let data = blobs(*size, *count, 1 + (i * 10 + t) as u64);
             let m = measure(target, &data).await?;
             rows.push(format!(
-                "| {label} | {} | {count} | {:.1} | {:.2} | {:.1} | {:.2} |",
-                target.name, m.push_mbs, m.push_p50, m.pull_mbs, m.pull_p50
+                "| {label} | {} | {count} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                target.name, m.push_mbs, m.push_p50, m.push_p99, m.pull_mbs, m.pull_p50, m.pull_p99
             ));
             results.push(m);
         }
@@ -226,8 +231,8 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
     }
     #[allow(clippy::print_stdout)]
     {
-        println!("| blob | registry | blobs | push MB/s | push p50 ms | pull MB/s | pull p50 ms |");
-        println!("|---|---|---:|---:|---:|---:|---:|");
+        println!("| blob | registry | blobs | push MB/s | push p50 ms | push p99 ms | pull MB/s | pull p50 ms | pull p99 ms |");
+        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
         rows.iter().for_each(|r| println!("{r}"));
         if !ratios.is_empty() {
             println!("\n| blob | push: wasmkube / distribution | pull: wasmkube / distribution |");

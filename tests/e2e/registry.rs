@@ -324,6 +324,29 @@ fn wasm_pushed_with_wasmkube_pulls_back_byte_identical_from_ours_and_from_distri
     let (pulled_out, pulled) = pull(&reference, &[]).expect("pull from the embedded registry");
     assert_eq!(pulled, module, "round trip through the embedded registry changed the bytes");
     assert!(pulled_out.contains(&digest), "{pulled_out}");
+    // Concurrent pulls of one image into one shared cache all get the whole, verified file.
+    let shared = TempDir::new("shared-cache");
+    let pullers: Vec<_> = (0..4)
+        .map(|i| {
+            let out = shared.path().join(format!("out-{i}.wasm"));
+            let child = wasmkube(&["pull", &reference, "--pull-policy", "Always", "--cache-dir"])
+                .arg(shared.path().join("cache"))
+                .arg("--output")
+                .arg(&out)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn pull");
+            (child, out)
+        })
+        .collect();
+    for (child, out) in pullers {
+        let result = child.wait_with_output().expect("pull");
+        assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+        assert_eq!(std::fs::read(out).expect("pulled"), module);
+    }
+    assert_eq!(std::fs::read_dir(shared.path().join("cache/tmp")).map(|d| d.count()).unwrap_or(1), 0, "downloads left behind");
+
     // The artifact is the CNCF wasm layout.
     let (_, _, body) = http("GET", &format!("http://{}/v2/wasm/hello/manifests/v1", c.registry), &[], None);
     let manifest: Value = serde_json::from_slice(&body).expect("manifest");

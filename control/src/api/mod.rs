@@ -177,6 +177,8 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, app: R
                 Err(e) => { tracing::warn!(error = %e, "accept failed"); continue; }
             },
         };
+        // Watch events and small responses must not wait on delayed ACKs (Nagle).
+        let _ = tcp.set_nodelay(true);
         let acceptor = acceptor.clone();
         let app = app.clone();
         let watcher = graceful.watcher();
