@@ -1,37 +1,37 @@
 //! The node's image store: pulls wasm artifacts and Linux images from any OCI registry
 //! (through `oci-client`) into one content-addressed cache shared by every pod.
 //!
-//! ```text
-//! blobs/sha256/<hex>   manifests, configs and layers, each verified against its digest
-//! refs/<reference>     the manifest digest a tag resolved to (for IfNotPresent / Never)
-//! tmp/                 downloads in flight; renamed into blobs/ only once verified
-//! ```
-//!
-//! Nothing unverified is ever visible under `blobs/`: bytes are hashed as they arrive,
-//! compared with the digest the manifest names, fsynced, then renamed in. Concurrent pulls
-//! of one blob in this process wait on a per-digest lock; across processes the rename makes
-//! the last writer replace equal bytes.
+//! A pull resolves the reference to a manifest (choosing a platform from an index),
+//! decides whether it is a wasm artifact or a container image, and downloads the blobs
+//! that needs into [`cache`], each verified against its digest before it becomes visible.
+//! Manifests are verified too, and stored after the blobs they name; a tag's resolution
+//! is stored last, so whatever the cache shows is complete. `IfNotPresent` and `Never`
+//! are then answered from the cache alone.
 
-use futures::StreamExt;
+mod cache;
+mod credentials;
+mod manifest;
+
+pub use credentials::RegistryCredentials;
+pub use manifest::{WASM_CONFIG, WASM_LAYERS};
+
+use cache::{sha256_digest, BlobCache, BlobError};
+use futures::{StreamExt, TryStreamExt};
+use manifest::{choose_platform, Descriptor, Manifest, Plan, ACCEPTED_MANIFESTS, MAX_MANIFEST_BYTES};
 use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::OciDistributionError;
+use oci_client::errors::{DigestError, OciDistributionError, OciEnvelope, OciErrorCode};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
-use serde_json::Value;
-use sha2::Digest as _;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use tokio::io::AsyncWriteExt;
+use std::sync::Arc;
+use std::time::Duration;
 
-pub const WASM_CONFIG: &str = "application/vnd.wasm.config.v0+json";
-/// Layer media types that carry a wasm module or component.
-pub const WASM_LAYERS: [&str; 3] = ["application/wasm", "application/vnd.wasm.content.layer.v1+wasm", "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm"];
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-const ACCEPTED_MANIFESTS: [&str; 4] = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST];
+/// A registry that does not answer a connection within this is down, for a pod's purposes.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// A download that gets no data for this long is stuck; the pull fails and can be retried.
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Blobs downloaded at once for one image.
+const PARALLEL_DOWNLOADS: usize = 4;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PullPolicy {
@@ -41,20 +41,22 @@ pub enum PullPolicy {
 }
 
 impl PullPolicy {
-    /// Upstream's default: `Always` for `:latest` or an image with neither tag nor digest,
-    /// otherwise `IfNotPresent`.
+    /// Upstream's defaulting: `Always` when the tag is `latest`, or when there is neither a
+    /// tag nor a digest (which means `latest`); otherwise `IfNotPresent`.
     pub fn default_for(image: &str) -> PullPolicy {
-        if image.contains('@') {
-            return PullPolicy::IfNotPresent;
-        }
+        let (name, digest) = match image.split_once('@') {
+            Some((name, digest)) => (name, Some(digest)),
+            None => (image, None),
+        };
         // A tag is a ':' after the last '/', so `host:5000/x` has none.
-        let last = image.rsplit('/').next().unwrap_or(image);
-        match last.split_once(':') {
-            Some((_, "latest")) | None => PullPolicy::Always,
-            Some(_) => PullPolicy::IfNotPresent,
+        let last = name.rsplit('/').next().unwrap_or(name);
+        match (last.split_once(':').map(|(_, tag)| tag), digest) {
+            (Some("latest"), _) | (None, None) => PullPolicy::Always,
+            _ => PullPolicy::IfNotPresent,
         }
     }
 
+    /// The API's spelling: `Always`, `IfNotPresent` or `Never`.
     pub fn parse(s: &str) -> Option<PullPolicy> {
         match s {
             "Always" => Some(PullPolicy::Always),
@@ -65,105 +67,48 @@ impl PullPolicy {
     }
 }
 
-/// Registries spoken to over plain HTTP: loopback ones always, others only when listed.
+/// Registries spoken to over plain HTTP: loopback ones always, others only when listed
+/// (as `host:port`).
 pub fn plain_http_allowed(registry: &str, insecure: &[String]) -> bool {
     let host = match registry.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or(v6),
         None => registry.rsplit_once(':').map_or(registry, |(h, _)| h),
     };
-    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-    loopback || insecure.iter().any(|r| r == registry)
+    let loopback = host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    loopback || insecure.iter().any(|r| r.eq_ignore_ascii_case(registry))
 }
 
+/// Why a pull failed. The messages become pods' `ErrImagePull` messages, so each names the
+/// image and carries the registry's own words where there are some.
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
     #[error("pulling {image}: not found: {message}")]
     NotFound { image: String, message: String },
     #[error("pulling {image}: unauthorized: {message}")]
     Unauthorized { image: String, message: String },
+    /// The reference or what the registry serves cannot be used (unsupported media type, two
+    /// wasm layers, no usable platform, ...).
     #[error("pulling {image}: {message}")]
     Invalid { image: String, message: String },
     #[error("pulling {image}: digest mismatch: expected {expected}, got {actual}; the registry's content is corrupt or was altered")]
     DigestMismatch { image: String, expected: String, actual: String },
+    /// Kubelet's wording, so the pod's message reads the same.
     #[error("Container image \"{image}\" is not present with pull policy of Never")]
     NotPresent { image: String },
+    /// Anything else the registry or the connection to it said.
     #[error("pulling {image}: {message}")]
     Registry { image: String, message: String },
+    /// A docker config or pull secret that cannot be read.
+    #[error("invalid registry credentials: {message}")]
+    Credentials { message: String },
     #[error("image cache: {0}")]
     Io(#[from] std::io::Error),
 }
 
-/// Credentials per registry host, from docker `config.json` files or the
-/// `.dockerconfigjson` of `kubernetes.io/dockerconfigjson` Secrets.
-#[derive(Clone, Debug, Default)]
-pub struct RegistryCredentials {
-    /// (normalised registry, user, password), first match wins.
-    entries: Vec<(String, String, String)>,
-}
-
-impl RegistryCredentials {
-    pub fn none() -> Self {
-        Self::default()
-    }
-
-    pub fn basic(registry: &str, username: &str, password: &str) -> Self {
-        Self { entries: vec![(normalise_registry(registry), username.to_owned(), password.to_owned())] }
-    }
-
-    /// `{"auths": {"<server>": {"auth": base64("user:pass")} | {"username", "password"}}}`.
-    pub fn from_docker_config(json: &[u8]) -> Result<Self, PullError> {
-        use base64::Engine as _;
-        let bad = |message: String| PullError::Invalid { image: "(credentials)".into(), message };
-        let doc: Value = serde_json::from_slice(json).map_err(|e| bad(format!("docker config is not valid JSON: {e}")))?;
-        let auths = doc.get("auths").and_then(Value::as_object).ok_or_else(|| bad("docker config has no \"auths\" object".into()))?;
-        let mut entries = Vec::new();
-        for (server, entry) in auths {
-            let (user, pass) = match entry["auth"].as_str().filter(|a| !a.is_empty()) {
-                Some(auth) => {
-                    let decoded = base64::engine::general_purpose::STANDARD.decode(auth.trim()).map_err(|e| bad(format!("auths.{server}.auth is not base64: {e}")))?;
-                    let text = String::from_utf8(decoded).map_err(|_| bad(format!("auths.{server}.auth is not UTF-8")))?;
-                    let (u, p) = text.split_once(':').ok_or_else(|| bad(format!("auths.{server}.auth is not user:password")))?;
-                    (u.to_owned(), p.to_owned())
-                }
-                None => match (entry["username"].as_str(), entry["password"].as_str()) {
-                    (Some(u), Some(p)) => (u.to_owned(), p.to_owned()),
-                    _ => continue,
-                },
-            };
-            entries.push((normalise_registry(server), user, pass));
-        }
-        Ok(Self { entries })
-    }
-
-    /// Adds `other`'s entries after ours (several imagePullSecrets: the first wins).
-    pub fn merge(&mut self, other: RegistryCredentials) {
-        self.entries.extend(other.entries);
-    }
-
-    pub fn for_registry(&self, registry: &str) -> RegistryAuth {
-        let wanted = normalise_registry(registry);
-        self.entries
-            .iter()
-            .find(|(r, _, _)| *r == wanted)
-            .map_or(RegistryAuth::Anonymous, |(_, u, p)| RegistryAuth::Basic(u.clone(), p.clone()))
-    }
-}
-
-/// `https://index.docker.io/v1/`, `http://host:5000/path` and `host:5000` name the
-/// registry by host[:port], as kubelet matches them; Docker Hub has several names.
-fn normalise_registry(server: &str) -> String {
-    let s = server.trim();
-    let s = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://")).unwrap_or(s);
-    let host = s.split('/').next().unwrap_or(s).to_ascii_lowercase();
-    match host.as_str() {
-        "docker.io" | "index.docker.io" | "registry-1.docker.io" => "index.docker.io".into(),
-        _ => host,
-    }
-}
-
 #[derive(Clone, Debug)]
 pub struct PulledImage {
-    /// The normalised reference, e.g. `127.0.0.1:5000/hello:v1`.
+    /// The normalised reference, e.g. `127.0.0.1:5000/hello:v1` or
+    /// `docker.io/library/busybox:latest`.
     pub reference: String,
     /// The digest of the manifest used (after choosing from an index): the imageID.
     pub digest: String,
@@ -172,7 +117,7 @@ pub struct PulledImage {
 
 #[derive(Clone, Debug)]
 pub enum ImageContent {
-    /// A wasm artifact: exactly one wasm layer.
+    /// A wasm artifact: exactly one wasm layer. `os` is the config's (`wasip1`, `wasip2`).
     Wasm { path: PathBuf, digest: String, media_type: String, size: u64, os: Option<String> },
     /// An ordinary Linux image, layers kept for the container shim.
     Linux { config: PathBuf, layers: Vec<CachedLayer> },
@@ -186,212 +131,239 @@ pub struct CachedLayer {
     pub size: u64,
 }
 
+/// The image cache of a node, shared by all its pods (clone it freely).
 #[derive(Clone)]
 pub struct ImageStore {
-    root: Arc<PathBuf>,
+    cache: BlobCache,
     insecure: Arc<Vec<String>>,
-    /// One lock per digest being downloaded, so concurrent pulls share one download.
-    inflight: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
-/// A descriptor as manifests carry it.
-struct Descriptor {
+/// An image manifest reached from a reference, and the index it came through, if any.
+struct Resolved {
+    index: Option<(String, Vec<u8>)>,
     digest: String,
-    media_type: String,
-    size: u64,
+    body: Vec<u8>,
+    plan: Plan,
 }
 
-impl Descriptor {
-    fn from_json(v: &Value) -> Option<Self> {
-        Some(Self { digest: v["digest"].as_str()?.to_owned(), media_type: v["mediaType"].as_str().unwrap_or("").to_owned(), size: v["size"].as_u64()? })
-    }
+/// One attempt at a registry with one credential.
+struct Remote<'a> {
+    client: Client,
+    reference: &'a Reference,
+    auth: RegistryAuth,
+    /// The normalised reference, for messages.
+    image: String,
 }
 
 impl ImageStore {
+    /// Opens (creating it if needed) the cache under `root`. `insecure_registries` are
+    /// `host:port`s reached over plain HTTP besides loopback ones, which always are.
     pub fn open(root: &Path, insecure_registries: Vec<String>) -> Result<Self, PullError> {
-        std::fs::create_dir_all(root.join("blobs/sha256"))?;
-        std::fs::create_dir_all(root.join("refs"))?;
-        std::fs::create_dir_all(root.join("tmp"))?;
-        Ok(Self { root: Arc::new(root.to_owned()), insecure: Arc::new(insecure_registries), inflight: Default::default() })
+        Ok(Self { cache: BlobCache::open(root)?, insecure: Arc::new(insecure_registries) })
     }
 
-    fn blob_path(&self, digest: &str) -> Option<PathBuf> {
-        let hex = digest.strip_prefix("sha256:")?;
-        (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| self.root.join("blobs/sha256").join(hex))
-    }
-
-    fn ref_path(&self, reference: &Reference) -> PathBuf {
-        // The reference's characters are [a-z0-9._:/@-]; ':' and '@' are fine in file names.
-        self.root.join("refs").join(reference.whole().replace('/', "%2F"))
-    }
-
+    /// Makes `image` present in the cache as `policy` asks (kubelet's semantics): `Always`
+    /// resolves it at the registry (blobs already cached are not downloaded again),
+    /// `IfNotPresent` only when the cache lacks it, `Never` not at all.
     pub async fn pull(&self, image: &str, policy: PullPolicy, creds: &RegistryCredentials) -> Result<PulledImage, PullError> {
-        let reference: Reference = image.parse().map_err(|e| PullError::Invalid { image: image.to_owned(), message: format!("invalid image reference: {e}") })?;
-        let name = reference.whole();
+        let reference: Reference = image.parse().map_err(|e| invalid(image, format!("invalid image reference: {e}")))?;
         if policy != PullPolicy::Always {
             if let Some(pulled) = self.cached(&reference) {
+                tracing::debug!(image = %pulled.reference, digest = %pulled.digest, "image present in the cache");
                 return Ok(pulled);
             }
             if policy == PullPolicy::Never {
                 return Err(PullError::NotPresent { image: image.to_owned() });
             }
         }
-        let registry = reference.resolve_registry().to_owned();
-        let protocol = if plain_http_allowed(&registry, &self.insecure) { ClientProtocol::HttpsExcept(vec![registry.clone()]) } else { ClientProtocol::Https };
-        let client = Client::new(ClientConfig { protocol, platform_resolver: None, ..Default::default() });
-        let auth = creds.for_registry(&registry);
-        let err = |e| registry_error(&name, e);
-
-        let (body, digest) = client.pull_manifest_raw(&reference, &auth, &ACCEPTED_MANIFESTS).await.map_err(err)?;
-        self.verify_manifest(&name, &body, &digest, reference.digest())?;
-        let mut doc: Value = serde_json::from_slice(&body).map_err(|e| PullError::Invalid { image: name.clone(), message: format!("manifest is not JSON: {e}") })?;
-        let (mut body, mut digest) = (body, digest);
-        if doc.get("manifests").is_some() {
-            let chosen = choose_platform(&doc).map_err(|message| PullError::Invalid { image: name.clone(), message })?;
-            let child = reference.clone_with_digest(chosen.clone());
-            (body, digest) = client.pull_manifest_raw(&child, &auth, &ACCEPTED_MANIFESTS).await.map_err(err)?;
-            self.verify_manifest(&name, &body, &digest, Some(&chosen))?;
-            doc = serde_json::from_slice(&body).map_err(|e| PullError::Invalid { image: name.clone(), message: format!("manifest is not JSON: {e}") })?;
+        let mut auths = creds.for_image(&reference);
+        if auths.is_empty() {
+            auths.push(RegistryAuth::Anonymous);
         }
-        let content = self.fetch_content(&client, &reference, &name, &doc).await?;
-        // The manifest goes in last: its presence in the cache means everything it names is there.
-        let manifest_path = self.blob_path(&digest).ok_or_else(|| PullError::Invalid { image: name.clone(), message: format!("unsupported digest {digest}") })?;
-        write_atomically(&self.root, &manifest_path, &body)?;
-        write_atomically(&self.root, &self.ref_path(&reference), digest.as_bytes())?;
-        Ok(PulledImage { reference: name, digest, content })
-    }
-
-    /// The bytes must hash to the digest the registry claims and to the one asked for.
-    fn verify_manifest(&self, image: &str, body: &[u8], claimed: &str, wanted: Option<&str>) -> Result<(), PullError> {
-        let actual = format!("sha256:{}", hex::encode(sha2::Sha256::digest(body)));
-        for expected in std::iter::once(claimed).chain(wanted) {
-            if expected != actual {
-                return Err(PullError::DigestMismatch { image: image.to_owned(), expected: expected.to_owned(), actual });
+        // Like kubelet, try each credential that applies until one is accepted.
+        let mut last = None;
+        for auth in auths {
+            match self.pull_from_registry(&reference, auth).await {
+                Err(e @ PullError::Unauthorized { .. }) => last = Some(e),
+                done => return done,
             }
         }
-        Ok(())
+        Err(last.unwrap_or_else(|| PullError::Unauthorized { image: reference.whole(), message: "no credentials to try".into() }))
     }
 
-    /// A previous pull of this reference, if all of its blobs are still in the cache.
+    /// A previous pull of this reference, if everything it needs is still in the cache.
     fn cached(&self, reference: &Reference) -> Option<PulledImage> {
-        let digest = match reference.digest() {
-            Some(d) => d.to_owned(),
-            None => std::fs::read_to_string(self.ref_path(reference)).ok()?.trim().to_owned(),
+        let name = reference.whole();
+        let top = match reference.digest() {
+            Some(digest) => digest.to_owned(),
+            None => self.cache.read_ref(&name)?,
         };
-        let body = std::fs::read(self.blob_path(&digest)?).ok()?;
-        let doc: Value = serde_json::from_slice(&body).ok()?;
-        let (config, layers) = descriptors(&doc).ok()?;
-        let present = |d: &Descriptor| self.blob_path(&d.digest).and_then(|p| std::fs::metadata(p).ok()).is_some_and(|m| m.len() == d.size);
-        if !present(&config) || !layers.iter().all(present) {
+        let (digest, manifest) = match Manifest::parse(&self.cache.read_verified(&top)?).ok()? {
+            Manifest::Index(entries) => {
+                let entry = choose_platform(&entries).ok()?;
+                (entry.digest.clone(), Manifest::parse(&self.cache.read_verified(&entry.digest)?).ok()?)
+            }
+            image => (top, image),
+        };
+        let Manifest::Image { config, layers } = manifest else { return None };
+        let plan = Plan::classify(config, layers).ok()?;
+        if !plan.blobs().iter().all(|d| self.cache.has(&d.digest, d.size)) {
             return None;
         }
-        let content = self.content_from(&reference.whole(), &config, layers).ok()?;
-        Some(PulledImage { reference: reference.whole(), digest, content })
+        let content = self.content(&name, &plan).ok()?;
+        Some(PulledImage { reference: name, digest, content })
     }
 
-    async fn fetch_content(&self, client: &Client, reference: &Reference, name: &str, doc: &Value) -> Result<ImageContent, PullError> {
-        let (config, layers) = descriptors(doc).map_err(|message| PullError::Invalid { image: name.to_owned(), message })?;
-        self.fetch_blob(client, reference, name, &config).await?;
-        let is_wasm = config.media_type == WASM_CONFIG || layers.iter().any(|l| WASM_LAYERS.contains(&l.media_type.as_str()));
-        for layer in &layers {
-            // A wasm artifact's other layers (signatures, docs) are not needed to run it.
-            if is_wasm && !WASM_LAYERS.contains(&layer.media_type.as_str()) {
-                continue;
+    async fn pull_from_registry(&self, reference: &Reference, auth: RegistryAuth) -> Result<PulledImage, PullError> {
+        let remote = self.remote(reference, auth)?;
+        let resolved = self.resolve(&remote).await?;
+        // The futures are made first: a `map` closure inside the stream would make the
+        // pull's future not `Send` (a higher-ranked lifetime the compiler cannot prove).
+        let fetches: Vec<_> = resolved.plan.blobs().into_iter().map(|d| self.fetch_blob(&remote, d)).collect();
+        futures::stream::iter(fetches).buffer_unordered(PARALLEL_DOWNLOADS).try_collect::<()>().await?;
+        // Manifests after the blobs they name, the tag last: what the cache shows is complete.
+        self.store_manifest(&remote, &resolved.digest, &resolved.body).await?;
+        if let Some((digest, body)) = &resolved.index {
+            self.store_manifest(&remote, digest, body).await?;
+        }
+        if reference.digest().is_none() {
+            let top = resolved.index.as_ref().map_or(&resolved.digest, |(digest, _)| digest);
+            self.cache.write_ref(&remote.image, top).await?;
+        }
+        let content = self.content(&remote.image, &resolved.plan)?;
+        tracing::info!(image = %remote.image, digest = %resolved.digest, "pulled image");
+        Ok(PulledImage { reference: remote.image, digest: resolved.digest, content })
+    }
+
+    fn remote<'a>(&self, reference: &'a Reference, auth: RegistryAuth) -> Result<Remote<'a>, PullError> {
+        let registry = reference.resolve_registry();
+        let protocol = if plain_http_allowed(registry, &self.insecure) { ClientProtocol::HttpsExcept(vec![registry.to_owned()]) } else { ClientProtocol::Https };
+        // Indexes are resolved here (wasm first), not by the client's platform resolver.
+        let config = ClientConfig { protocol, platform_resolver: None, connect_timeout: Some(CONNECT_TIMEOUT), read_timeout: Some(READ_TIMEOUT), ..Default::default() };
+        // `Client::new` would fall back to a default (HTTPS) client on error; say why instead.
+        let client = Client::try_from(config).map_err(|e| PullError::Registry { image: reference.whole(), message: format!("creating the registry client: {}", error_chain(&e)) })?;
+        Ok(Remote { client, reference, auth, image: reference.whole() })
+    }
+
+    /// The image manifest to use: the one named, or the chosen platform's from an index.
+    async fn resolve(&self, remote: &Remote<'_>) -> Result<Resolved, PullError> {
+        let (digest, body) = remote.manifest(remote.reference, None).await?;
+        let entries = match Manifest::parse(&body).map_err(|m| invalid(&remote.image, m))? {
+            Manifest::Image { config, layers } => {
+                let plan = Plan::classify(config, layers).map_err(|m| invalid(&remote.image, m))?;
+                return Ok(Resolved { index: None, digest, body, plan });
             }
-            self.fetch_blob(client, reference, name, layer).await?;
-        }
-        self.content_from(name, &config, layers)
-    }
-
-    fn content_from(&self, name: &str, config: &Descriptor, layers: Vec<Descriptor>) -> Result<ImageContent, PullError> {
-        let invalid = |message: String| PullError::Invalid { image: name.to_owned(), message };
-        let path = |d: &Descriptor| self.blob_path(&d.digest).ok_or_else(|| invalid(format!("unsupported digest {}", d.digest)));
-        let wasm: Vec<&Descriptor> = layers.iter().filter(|l| WASM_LAYERS.contains(&l.media_type.as_str())).collect();
-        if config.media_type == WASM_CONFIG || !wasm.is_empty() {
-            let [layer] = wasm.as_slice() else {
-                return Err(invalid(format!("a wasm artifact needs exactly one wasm layer, this one has {}", wasm.len())));
-            };
-            let os = std::fs::read(path(config)?).ok().and_then(|b| serde_json::from_slice::<Value>(&b).ok()).and_then(|c| c["os"].as_str().map(str::to_owned));
-            return Ok(ImageContent::Wasm { path: path(layer)?, digest: layer.digest.clone(), media_type: layer.media_type.clone(), size: layer.size, os });
-        }
-        let mut cached = Vec::new();
-        for l in &layers {
-            cached.push(CachedLayer { path: path(l)?, digest: l.digest.clone(), media_type: l.media_type.clone(), size: l.size });
-        }
-        Ok(ImageContent::Linux { config: path(config)?, layers: cached })
-    }
-
-    /// Downloads one blob into the cache unless it is there already, verified.
-    async fn fetch_blob(&self, client: &Client, reference: &Reference, name: &str, d: &Descriptor) -> Result<(), PullError> {
-        let dest = self.blob_path(&d.digest).ok_or_else(|| PullError::Invalid { image: name.to_owned(), message: format!("unsupported digest {}", d.digest) })?;
-        let lock = {
-            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-            inflight.entry(d.digest.clone()).or_default().clone()
+            Manifest::Index(entries) => entries,
         };
-        let _guard = lock.lock().await;
-        if std::fs::metadata(&dest).is_ok_and(|m| m.len() == d.size) {
+        let entry = choose_platform(&entries).map_err(|m| invalid(&remote.image, m))?;
+        let child = remote.reference.clone_with_digest(entry.digest.clone());
+        let (child_digest, child_body) = remote.manifest(&child, Some(entry)).await?;
+        match Manifest::parse(&child_body).map_err(|m| invalid(&remote.image, m))? {
+            Manifest::Image { config, layers } => {
+                let plan = Plan::classify(config, layers).map_err(|m| invalid(&remote.image, m))?;
+                Ok(Resolved { index: Some((digest, body)), digest: child_digest, body: child_body, plan })
+            }
+            Manifest::Index(_) => Err(invalid(&remote.image, format!("{} is an index inside an index, which is not supported", entry.digest))),
+        }
+    }
+
+    /// Downloads one blob into the cache unless it is there already. The per-digest lock
+    /// makes concurrent pulls of one image share the download.
+    async fn fetch_blob(&self, remote: &Remote<'_>, d: &Descriptor) -> Result<(), PullError> {
+        let _lock = self.cache.lock(&d.digest).await;
+        if self.cache.has(&d.digest, d.size) {
             return Ok(());
         }
-        let tmp = self.root.join("tmp").join(format!("{}-{}", &d.digest[7..], uuid::Uuid::new_v4()));
-        let result = self.download(client, reference, name, d, &tmp, &dest).await;
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(&tmp).await;
-        }
-        result
-    }
-
-    async fn download(&self, client: &Client, reference: &Reference, name: &str, d: &Descriptor, tmp: &Path, dest: &Path) -> Result<(), PullError> {
-        let mut stream = client.pull_blob_stream(reference, d.digest.as_str()).await.map_err(|e| registry_error(name, e))?;
-        let mut file = tokio::fs::File::create(tmp).await?;
-        let mut out = tokio::io::BufWriter::with_capacity(1 << 20, &mut file);
-        let mut hasher = sha2::Sha256::new();
-        let mut size = 0u64;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| PullError::Registry { image: name.to_owned(), message: format!("downloading {}: {e}", d.digest) })?;
-            size += chunk.len() as u64;
-            if size > d.size {
-                return Err(PullError::Invalid { image: name.to_owned(), message: format!("blob {} is larger than the {} bytes its descriptor says", d.digest, d.size) });
-            }
-            hasher.update(&chunk);
-            out.write_all(&chunk).await?;
-        }
-        out.flush().await?;
-        let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
-        if actual != d.digest {
-            return Err(PullError::DigestMismatch { image: name.to_owned(), expected: d.digest.clone(), actual });
-        }
-        if size != d.size {
-            return Err(PullError::Invalid { image: name.to_owned(), message: format!("blob {} has {size} bytes, its descriptor says {}", d.digest, d.size) });
-        }
-        file.sync_all().await?;
-        tokio::fs::rename(tmp, dest).await?;
+        tracing::debug!(image = %remote.image, digest = %d.digest, size = d.size, "downloading blob");
+        let download = remote.client.pull_blob_stream(remote.reference, d.digest.as_str()).await.map_err(|e| remote.error(e))?;
+        self.cache.write_stream(&d.digest, d.size, download.stream).await.map_err(|e| blob_error(&remote.image, d, e))?;
         Ok(())
     }
-}
 
-/// The config and layer descriptors of an image manifest.
-fn descriptors(doc: &Value) -> Result<(Descriptor, Vec<Descriptor>), String> {
-    let config = Descriptor::from_json(&doc["config"]).ok_or("the manifest has no valid config descriptor")?;
-    let layers = doc["layers"].as_array().map(Vec::as_slice).unwrap_or_default();
-    let layers = layers.iter().map(|l| Descriptor::from_json(l).ok_or("the manifest has an invalid layer descriptor")).collect::<Result<Vec<_>, _>>()?;
-    Ok((config, layers))
-}
+    async fn store_manifest(&self, remote: &Remote<'_>, digest: &str, body: &[u8]) -> Result<(), PullError> {
+        let d = Descriptor { media_type: String::new(), digest: digest.to_owned(), size: body.len() as u64, platform: None };
+        self.cache.write_bytes(digest, body).await.map_err(|e| blob_error(&remote.image, &d, e))?;
+        Ok(())
+    }
 
-/// From an index: a wasm platform first, else linux/amd64 (for the container shim).
-fn choose_platform(index: &Value) -> Result<String, String> {
-    let entries = index["manifests"].as_array().map(Vec::as_slice).unwrap_or_default();
-    let platform = |e: &Value| (e["platform"]["os"].as_str().unwrap_or("").to_owned(), e["platform"]["architecture"].as_str().unwrap_or("").to_owned());
-    let wasm = entries.iter().find(|e| {
-        let (os, arch) = platform(e);
-        matches!(os.as_str(), "wasip1" | "wasip2" | "wasi") || arch == "wasm"
-    });
-    let linux = || entries.iter().find(|e| platform(e) == ("linux".into(), "amd64".into()));
-    match wasm.or_else(linux).and_then(|e| e["digest"].as_str()) {
-        Some(d) => Ok(d.to_owned()),
-        None => {
-            let offered: Vec<String> = entries.iter().map(|e| { let (os, arch) = platform(e); format!("{os}/{arch}") }).collect();
-            Err(format!("no wasm or linux/amd64 image in the index (it offers: {})", offered.join(", ")))
+    fn content(&self, image: &str, plan: &Plan) -> Result<ImageContent, PullError> {
+        let path = |d: &Descriptor| self.cache.path(&d.digest).ok_or_else(|| invalid(image, format!("unsupported digest {}", d.digest)));
+        match plan {
+            Plan::Wasm { config, layer } => {
+                let os = config_os(&path(config)?);
+                Ok(ImageContent::Wasm { path: path(layer)?, digest: layer.digest.clone(), media_type: layer.media_type.clone(), size: layer.size, os })
+            }
+            Plan::Linux { config, layers } => {
+                let layers = layers
+                    .iter()
+                    .map(|l| Ok(CachedLayer { path: path(l)?, digest: l.digest.clone(), media_type: l.media_type.clone(), size: l.size }))
+                    .collect::<Result<_, PullError>>()?;
+                Ok(ImageContent::Linux { config: path(config)?, layers })
+            }
         }
+    }
+}
+
+impl Remote<'_> {
+    /// A manifest's digest and bytes, verified. oci-client already checks the body against
+    /// the `Docker-Content-Digest` header and the reference's digest, in whatever algorithm
+    /// they use; this checks again in sha256, the cache's key, so nothing unverified is ever
+    /// stored even if the registry sent no header. `expected` is the index entry followed.
+    async fn manifest(&self, reference: &Reference, expected: Option<&Descriptor>) -> Result<(String, Vec<u8>), PullError> {
+        let (body, claimed) = self.client.pull_manifest_raw(reference, &self.auth, &ACCEPTED_MANIFESTS).await.map_err(|e| self.error(e))?;
+        if body.len() > MAX_MANIFEST_BYTES {
+            return Err(invalid(&self.image, format!("the manifest is {} bytes, more than the {MAX_MANIFEST_BYTES} allowed", body.len())));
+        }
+        let actual = sha256_digest(&body);
+        let wanted = [Some(claimed.as_str()), reference.digest()];
+        if let Some(expected) = wanted.into_iter().flatten().find(|d| d.starts_with("sha256:") && **d != actual) {
+            return Err(PullError::DigestMismatch { image: self.image.clone(), expected: expected.to_owned(), actual });
+        }
+        if let Some(d) = reference.digest().filter(|d| !d.starts_with("sha256:")) {
+            return Err(invalid(&self.image, format!("unsupported digest {d}: only sha256 is supported")));
+        }
+        if let Some(entry) = expected.filter(|e| e.size != body.len() as u64) {
+            return Err(invalid(&self.image, format!("manifest {} has {} bytes, the index says {}", entry.digest, body.len(), entry.size)));
+        }
+        Ok((actual, body.to_vec()))
+    }
+
+    fn error(&self, e: OciDistributionError) -> PullError {
+        let mut err = registry_error(&self.image, e);
+        if let PullError::Unauthorized { message, .. } = &mut err {
+            if self.auth != RegistryAuth::Anonymous {
+                message.push_str(&format!(" (the credentials for {} were not accepted)", self.reference.registry()));
+            }
+        }
+        err
+    }
+}
+
+/// The `os` of a wasm artifact's config (`wasip1`, `wasip2`), if it says.
+fn config_os(config: &Path) -> Option<String> {
+    let bytes = std::fs::read(config).ok()?;
+    let doc: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    doc["os"].as_str().filter(|s| !s.is_empty()).map(str::to_owned)
+}
+
+fn invalid(image: &str, message: impl Into<String>) -> PullError {
+    PullError::Invalid { image: image.to_owned(), message: message.into() }
+}
+
+/// Why a blob was not stored, as a pull error naming the image.
+fn blob_error(image: &str, d: &Descriptor, e: BlobError) -> PullError {
+    let image = image.to_owned();
+    match e {
+        BlobError::UnsupportedDigest => PullError::Invalid { image, message: format!("unsupported digest {}", d.digest) },
+        BlobError::Source(e) => match e.get_ref().and_then(|inner| inner.downcast_ref::<DigestError>()) {
+            // oci-client's own check at the end of the stream.
+            Some(DigestError::VerificationError { expected, actual }) => PullError::DigestMismatch { image, expected: expected.clone(), actual: actual.clone() },
+            _ => PullError::Registry { image, message: format!("downloading {}: {}", d.digest, error_chain(&e)) },
+        },
+        BlobError::TooLarge => PullError::Invalid { image, message: format!("blob {} is larger than the {} bytes its descriptor says", d.digest, d.size) },
+        BlobError::SizeMismatch { actual } => PullError::Invalid { image, message: format!("blob {} has {actual} bytes, its descriptor says {}", d.digest, d.size) },
+        BlobError::DigestMismatch { actual } => PullError::DigestMismatch { image, expected: d.digest.clone(), actual },
+        BlobError::Io(e) => PullError::Io(e),
     }
 }
 
@@ -399,107 +371,223 @@ fn choose_platform(index: &Value) -> Result<String, String> {
 fn registry_error(image: &str, e: OciDistributionError) -> PullError {
     let image = image.to_owned();
     match e {
-        OciDistributionError::UnauthorizedError { url } => PullError::Unauthorized { image, message: format!("authentication required ({url})") },
+        // oci-client drops a 401's body; "authentication required" is what registries say.
+        OciDistributionError::UnauthorizedError { .. } => PullError::Unauthorized { image, message: "authentication required".into() },
         OciDistributionError::AuthenticationFailure(message) => PullError::Unauthorized { image, message },
         OciDistributionError::ImageManifestNotFoundError(message) => PullError::NotFound { image, message },
-        OciDistributionError::DigestError(d) => PullError::Registry { image, message: format!("digest check failed: {d}") },
-        OciDistributionError::RegistryError { envelope, url } => {
-            let codes: Vec<String> = envelope.errors.iter().map(|e| format!("{:?}", e.code)).collect();
-            let message = envelope.errors.iter().map(|e| e.message.clone()).collect::<Vec<_>>().join("; ");
-            let message = format!("{message} ({url})");
-            if codes.iter().any(|c| c == "Unauthorized" || c == "Denied") {
-                PullError::Unauthorized { image, message }
-            } else if codes.iter().any(|c| c.ends_with("Unknown")) {
-                PullError::NotFound { image, message }
-            } else {
-                PullError::Registry { image, message }
+        OciDistributionError::DigestError(DigestError::VerificationError { expected, actual }) => PullError::DigestMismatch { image, expected, actual },
+        OciDistributionError::RegistryError { envelope, .. } => envelope_error(image, &envelope),
+        OciDistributionError::ServerError { code, url, message } => {
+            let message = match message.trim() {
+                "" => format!("HTTP {code} from {url}"),
+                text => format!("HTTP {code}: {text}"),
+            };
+            match code {
+                401 | 403 => PullError::Unauthorized { image, message },
+                404 => PullError::NotFound { image, message },
+                _ => PullError::Registry { image, message },
             }
         }
-        OciDistributionError::ServerError { code: 401, url, message } => PullError::Unauthorized { image, message: format!("{message} ({url})") },
-        OciDistributionError::ServerError { code: 404, url, message } => PullError::NotFound { image, message: format!("{message} ({url})") },
-        other => PullError::Registry { image, message: other.to_string() },
+        other => PullError::Registry { image, message: error_chain(&other) },
     }
 }
 
-fn write_atomically(root: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = root.join("tmp").join(uuid::Uuid::new_v4().to_string());
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+/// A registry's error document: its codes decide the kind, its messages are kept.
+fn envelope_error(image: String, envelope: &OciEnvelope) -> PullError {
+    let message = envelope
+        .errors
+        .iter()
+        .map(|e| if e.message.is_empty() { format!("{:?}", e.code) } else { e.message.clone() })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let has = |wanted: &[OciErrorCode]| envelope.errors.iter().any(|e| wanted.contains(&e.code));
+    if has(&[OciErrorCode::Unauthorized, OciErrorCode::Denied]) {
+        PullError::Unauthorized { image, message }
+    } else if has(&[OciErrorCode::ManifestUnknown, OciErrorCode::BlobUnknown, OciErrorCode::NameUnknown, OciErrorCode::NotFound]) {
+        PullError::NotFound { image, message }
+    } else {
+        PullError::Registry { image, message }
+    }
+}
+
+/// An error and its causes: reqwest's own message hides the useful part ("connection
+/// refused", a certificate problem) in its sources.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::path::PathBuf;
+
+    /// A directory removed when the test ends.
+    pub(crate) struct TempDir(pub PathBuf);
+
+    impl TempDir {
+        pub(crate) fn new(label: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("wasmkube-{label}-{}", uuid::Uuid::new_v4()));
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            Self(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::test_support::TempDir;
     use super::*;
     use serde_json::json;
 
     #[test]
     fn pull_policy_defaults_follow_upstream() {
-        assert_eq!(PullPolicy::default_for("nginx"), PullPolicy::Always);
-        assert_eq!(PullPolicy::default_for("nginx:latest"), PullPolicy::Always);
-        assert_eq!(PullPolicy::default_for("nginx:1.27"), PullPolicy::IfNotPresent);
+        let digest = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(PullPolicy::default_for("x"), PullPolicy::Always);
+        assert_eq!(PullPolicy::default_for("x:latest"), PullPolicy::Always);
+        assert_eq!(PullPolicy::default_for("x:v1"), PullPolicy::IfNotPresent);
+        assert_eq!(PullPolicy::default_for(&format!("x@{digest}")), PullPolicy::IfNotPresent);
+        assert_eq!(PullPolicy::default_for(&format!("x:latest@{digest}")), PullPolicy::Always, "upstream looks at the tag only");
+        assert_eq!(PullPolicy::default_for(&format!("x:v1@{digest}")), PullPolicy::IfNotPresent);
         assert_eq!(PullPolicy::default_for("host:5000/x"), PullPolicy::Always);
         assert_eq!(PullPolicy::default_for("host:5000/x:v1"), PullPolicy::IfNotPresent);
-        assert_eq!(PullPolicy::default_for(&format!("x@sha256:{}", "a".repeat(64))), PullPolicy::IfNotPresent);
+        assert_eq!(PullPolicy::default_for("host:5000/x:latest"), PullPolicy::Always);
         assert_eq!(PullPolicy::parse("Never"), Some(PullPolicy::Never));
+        assert_eq!(PullPolicy::parse("IfNotPresent"), Some(PullPolicy::IfNotPresent));
+        assert_eq!(PullPolicy::parse("Always"), Some(PullPolicy::Always));
         assert_eq!(PullPolicy::parse("never"), None);
     }
 
     #[test]
     fn plain_http_only_for_loopback_and_listed_registries() {
         assert!(plain_http_allowed("127.0.0.1:5000", &[]));
+        assert!(plain_http_allowed("127.8.9.1:5000", &[]));
         assert!(plain_http_allowed("localhost:5000", &[]));
+        assert!(plain_http_allowed("localhost", &[]));
         assert!(plain_http_allowed("[::1]:5000", &[]));
         assert!(!plain_http_allowed("ghcr.io", &[]));
-        assert!(plain_http_allowed("reg.lan:5000", &["reg.lan:5000".into()]));
+        assert!(!plain_http_allowed("10.0.0.1:5000", &[]));
+        assert!(plain_http_allowed("reg.lan:5000", &["Reg.Lan:5000".into()]));
+        assert!(!plain_http_allowed("reg.lan:5001", &["reg.lan:5000".into()]));
     }
 
     #[test]
-    fn docker_configs_as_kubectl_and_docker_write_them() {
-        let config = json!({ "auths": {
-            "https://index.docker.io/v1/": { "auth": "dTE6cDE=" },            // u1:p1
-            "http://reg.lan:5000/v2/": { "username": "u2", "password": "p:2" },
-            "reg.lan:5000": { "auth": "c2Vjb25kOndpbnM=" },                     // second:wins, but is second
-        }});
-        let creds = RegistryCredentials::from_docker_config(config.to_string().as_bytes()).unwrap();
-        let basic = |r: &str| match creds.for_registry(r) {
-            RegistryAuth::Basic(u, p) => format!("{u}:{p}"),
-            other => format!("{other:?}"),
-        };
-        assert_eq!(basic("docker.io"), "u1:p1");
-        assert_eq!(basic("reg.lan:5000"), "u2:p:2");
-        assert_eq!(basic("other:5000"), "Anonymous");
-        let mut merged = RegistryCredentials::basic("other:5000", "a", "b");
-        merged.merge(creds);
-        assert!(matches!(merged.for_registry("other:5000"), RegistryAuth::Basic(u, _) if u == "a"));
-        assert!(RegistryCredentials::from_docker_config(b"{}").is_err());
-        assert!(RegistryCredentials::from_docker_config(br#"{"auths":{"x":{"auth":"!!"}}}"#).is_err());
+    fn registry_errors_read_well_in_a_pod_status() {
+        let image = "127.0.0.1:5000/x:v1";
+        let e = registry_error(image, OciDistributionError::UnauthorizedError { url: "http://127.0.0.1:5000/v2/x/manifests/v1".into() });
+        assert_eq!(e.to_string(), "pulling 127.0.0.1:5000/x:v1: unauthorized: authentication required");
+        let envelope = |code: &str, message: &str| -> OciEnvelope { serde_json::from_value(json!({ "errors": [{ "code": code, "message": message }] })).expect("envelope") };
+        let e = registry_error(image, OciDistributionError::RegistryError { envelope: envelope("MANIFEST_UNKNOWN", "manifest unknown"), url: String::new() });
+        assert_eq!(e.to_string(), "pulling 127.0.0.1:5000/x:v1: not found: manifest unknown");
+        let e = registry_error(image, OciDistributionError::RegistryError { envelope: envelope("DENIED", "requested access to the resource is denied"), url: String::new() });
+        assert!(matches!(e, PullError::Unauthorized { .. }), "{e}");
+        let e = registry_error(image, OciDistributionError::RegistryError { envelope: envelope("TOOMANYREQUESTS", "pull rate limit exceeded"), url: String::new() });
+        assert_eq!(e.to_string(), "pulling 127.0.0.1:5000/x:v1: pull rate limit exceeded");
+        let e = registry_error(image, OciDistributionError::ServerError { code: 502, url: "u".into(), message: "bad gateway".into() });
+        assert_eq!(e.to_string(), "pulling 127.0.0.1:5000/x:v1: HTTP 502: bad gateway");
+        let e = registry_error(image, DigestError::VerificationError { expected: "sha256:a".into(), actual: "sha256:b".into() }.into());
+        assert!(matches!(e, PullError::DigestMismatch { .. }), "{e}");
+        let io = std::io::Error::other(DigestError::VerificationError { expected: "sha256:a".into(), actual: "sha256:b".into() });
+        let d = Descriptor { media_type: String::new(), digest: "sha256:a".into(), size: 1, platform: None };
+        assert!(matches!(blob_error(image, &d, BlobError::Source(io)), PullError::DigestMismatch { .. }));
+        let never = PullError::NotPresent { image: "x".into() };
+        assert_eq!(never.to_string(), "Container image \"x\" is not present with pull policy of Never");
     }
 
-    #[test]
-    fn index_entries_prefer_wasm_then_linux_amd64() {
-        let entry = |os: &str, arch: &str, d: &str| json!({ "mediaType": OCI_MANIFEST, "digest": d, "size": 1, "platform": { "os": os, "architecture": arch } });
-        let index = json!({ "manifests": [entry("linux", "arm64", "a"), entry("linux", "amd64", "b"), entry("wasip2", "wasm", "c")] });
-        assert_eq!(choose_platform(&index).unwrap(), "c");
-        let index = json!({ "manifests": [entry("linux", "arm64", "a"), entry("linux", "amd64", "b")] });
-        assert_eq!(choose_platform(&index).unwrap(), "b");
-        let err = choose_platform(&json!({ "manifests": [entry("windows", "amd64", "a")] })).unwrap_err();
-        assert!(err.contains("windows/amd64"), "{err}");
+    /// Puts an image in the cache the way a pull leaves it, without a registry.
+    async fn seed(store: &ImageStore, manifest: &serde_json::Value) -> String {
+        let body = manifest.to_string().into_bytes();
+        let digest = sha256_digest(&body);
+        store.cache.write_bytes(&digest, &body).await.expect("seed manifest");
+        digest
     }
 
-    #[test]
-    fn wasm_artifacts_need_exactly_one_wasm_layer() {
-        let dir = std::env::temp_dir().join(format!("wasmkube-images-test-{}", std::process::id()));
-        let store = ImageStore::open(&dir, vec![]).unwrap();
-        let d = |n: char, media: &str| Descriptor { digest: format!("sha256:{}", n.to_string().repeat(64)), media_type: media.into(), size: 3 };
-        let config = d('0', WASM_CONFIG);
-        match store.content_from("x", &config, vec![d('1', "application/wasm"), d('2', "application/vnd.example.sig")]).unwrap() {
-            ImageContent::Wasm { digest, .. } => assert!(digest.ends_with('1')),
-            other => panic!("{other:?}"),
+    async fn seed_blob(store: &ImageStore, bytes: &[u8], media_type: &str) -> serde_json::Value {
+        let digest = sha256_digest(bytes);
+        store.cache.write_bytes(&digest, bytes).await.expect("seed blob");
+        json!({ "mediaType": media_type, "digest": digest, "size": bytes.len() })
+    }
+
+    #[tokio::test]
+    async fn cached_images_serve_if_not_present_and_never_without_a_registry() {
+        let dir = TempDir::new("images");
+        let store = ImageStore::open(&dir.0, vec![]).expect("open");
+        let none = RegistryCredentials::none();
+        // Nothing listens on port 9; only the cache can answer.
+        let image = "127.0.0.1:9/hello:v1";
+        let err = store.pull(image, PullPolicy::Never, &none).await.expect_err("empty cache");
+        assert_eq!(err.to_string(), "Container image \"127.0.0.1:9/hello:v1\" is not present with pull policy of Never");
+
+        let config = seed_blob(&store, br#"{"os":"wasip2","architecture":"wasm"}"#, WASM_CONFIG).await;
+        let module = seed_blob(&store, b"\0asm\x01\0\0\0", "application/wasm").await;
+        // A signature layer that was never downloaded: not needed to run the artifact.
+        let sig = json!({ "mediaType": "application/vnd.example.sig", "digest": format!("sha256:{}", "e".repeat(64)), "size": 9 });
+        let wasm = json!({ "schemaVersion": 2, "mediaType": manifest::OCI_MANIFEST, "config": config, "layers": [module, sig] });
+        let wasm_digest = seed(&store, &wasm).await;
+        let linux = json!({ "schemaVersion": 2, "mediaType": manifest::OCI_MANIFEST, "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": format!("sha256:{}", "f".repeat(64)), "size": 2 }, "layers": [] });
+        let linux_digest = seed(&store, &linux).await;
+        let index = json!({ "schemaVersion": 2, "mediaType": manifest::OCI_INDEX, "manifests": [
+            { "mediaType": manifest::OCI_MANIFEST, "digest": linux_digest, "size": linux.to_string().len(), "platform": { "os": "linux", "architecture": "amd64" } },
+            { "mediaType": manifest::OCI_MANIFEST, "digest": wasm_digest, "size": wasm.to_string().len(), "platform": { "os": "wasip2", "architecture": "wasm" } },
+        ]});
+        let index_digest = seed(&store, &index).await;
+        store.cache.write_ref(image, &index_digest).await.expect("ref");
+
+        for policy in [PullPolicy::Never, PullPolicy::IfNotPresent] {
+            let pulled = store.pull(image, policy, &none).await.expect("from the cache");
+            assert_eq!(pulled.reference, image);
+            assert_eq!(pulled.digest, wasm_digest, "the index's wasm entry");
+            match pulled.content {
+                ImageContent::Wasm { path, os, size, .. } => {
+                    assert_eq!(std::fs::read(path).expect("module"), b"\0asm\x01\0\0\0");
+                    assert_eq!((os.as_deref(), size), (Some("wasip2"), 8));
+                }
+                other => panic!("{other:?}"),
+            }
         }
-        let err = store.content_from("x", &config, vec![d('1', "application/wasm"), d('2', WASM_LAYERS[2])]).unwrap_err();
-        assert!(err.to_string().contains("exactly one wasm layer"), "{err}");
-        let linux = store.content_from("x", &d('0', "application/vnd.oci.image.config.v1+json"), vec![d('1', "application/vnd.oci.image.layer.v1.tar+gzip")]).unwrap();
-        assert!(matches!(linux, ImageContent::Linux { layers, .. } if layers.len() == 1));
-        let _ = std::fs::remove_dir_all(dir);
+        // By digest: of the index, or of the manifest itself; no ref needed.
+        for digest in [&index_digest, &wasm_digest] {
+            let pulled = store.pull(&format!("127.0.0.1:9/hello@{digest}"), PullPolicy::Never, &none).await.expect("by digest");
+            assert_eq!(pulled.digest, wasm_digest);
+        }
+        // A missing layer (here the Linux image's config) means not present.
+        let err = store.pull(&format!("127.0.0.1:9/hello@{linux_digest}"), PullPolicy::Never, &none).await.expect_err("incomplete");
+        assert!(matches!(err, PullError::NotPresent { .. }), "{err}");
+        // Always goes to the registry even when cached.
+        let err = store.pull(image, PullPolicy::Always, &none).await.expect_err("no registry");
+        assert!(matches!(err, PullError::Registry { .. }) && err.to_string().starts_with("pulling 127.0.0.1:9/hello:v1: "), "{err}");
+    }
+
+    #[test]
+    fn the_store_and_its_pulls_can_be_shared_across_tasks() {
+        fn send_sync<T: Send + Sync + Clone + 'static>(_: &T) {}
+        fn send<T: Send>(_: T) {}
+        let dir = TempDir::new("images");
+        let store = ImageStore::open(&dir.0, vec![]).expect("open");
+        send_sync(&store);
+        let creds = RegistryCredentials::none();
+        send(store.pull("x", PullPolicy::Never, &creds));
+    }
+
+    #[tokio::test]
+    async fn bad_references_are_invalid() {
+        let dir = TempDir::new("images");
+        let store = ImageStore::open(&dir.0, vec![]).expect("open");
+        let err = store.pull("UPPER/Case", PullPolicy::IfNotPresent, &RegistryCredentials::none()).await.expect_err("invalid");
+        assert!(matches!(err, PullError::Invalid { .. }) && err.to_string().contains("invalid image reference"), "{err}");
     }
 }

@@ -5,3 +5,5 @@
 //! report their status) comes next.
 
 pub mod images;
+pub mod logs;
+pub mod wasm;
