@@ -1,6 +1,7 @@
 //! `wasmkube`: Kubernetes for WebAssembly, in one binary.
 
 mod bench;
+mod node;
 mod pull;
 mod push;
 
@@ -20,6 +21,8 @@ struct Cli {
 enum Command {
     /// Run a whole cluster in this process: store, API server and everything built so far.
     Up(UpArgs),
+    /// Run a node agent that joins a remote control plane.
+    Node(node::JoinArgs),
     /// Serve only the OCI registry (the same one `up` embeds).
     Registry(RegistryArgs),
     /// Pack a .wasm module or component as an OCI artifact and push it to a registry.
@@ -47,6 +50,11 @@ struct UpArgs {
     /// Address of the embedded DNS server (reserved: DNS is not served yet)
     #[arg(long, default_value = "127.0.0.1:1053")]
     dns_addr: String,
+    /// Run the control plane only, without the in-process node agent
+    #[arg(long)]
+    no_node: bool,
+    #[command(flatten)]
+    node: node::NodeArgs,
 }
 
 #[derive(clap::Args)]
@@ -116,10 +124,23 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     };
     let (stop, shutdown) = Shutdown::new();
     let (registry_addr, registry) = start_registry(&data_dir.join("registry"), &args.registry_addr, shutdown.clone()).await?;
+    let shutdown_node = shutdown.clone();
     let cp = ControlPlane::start(ControlPlaneConfig { data_dir: data_dir.clone(), api_addr: args.api_addr }, shutdown)
         .await
         .context("starting the control plane")?;
     tracing::info!(dns = %args.dns_addr, "DNS is not part of this build yet");
+    let node = if args.no_node {
+        None
+    } else {
+        let kube = wasmkube_node::agent::kube_config_from_file(&cp.kubeconfig).await?;
+        let cfg = args.node.config(kube, data_dir.join("node"), "127.0.0.1".into())?;
+        let mut stop_node = shutdown_node.clone();
+        Some(tokio::spawn(async move {
+            if let Err(e) = wasmkube_node::agent::run(cfg, async move { stop_node.wait().await }).await {
+                tracing::error!(error = format!("{e:#}"), "the node agent stopped");
+            }
+        }))
+    };
     // The one line on stdout that scripts and tests wait for.
     #[allow(clippy::print_stdout)]
     {
@@ -128,6 +149,10 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
 
     wait_for_signal().await?;
     let _ = stop.send(true);
+    // The node first: its last words to the API server need the API server.
+    if let Some(node) = node {
+        let _ = node.await;
+    }
     cp.join().await;
     let _ = registry.await;
     Ok(())
@@ -153,9 +178,12 @@ fn run() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    // Several dependencies bring rustls with different crypto backends; pick one for all.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the async runtime")?;
     match cli.command {
         Command::Up(args) => rt.block_on(up(args)),
+        Command::Node(args) => rt.block_on(node::run(args)),
         Command::Registry(args) => rt.block_on(registry(args)),
         Command::Push(args) => rt.block_on(push::run(args)),
         Command::Pull(args) => rt.block_on(pull::run(args)),

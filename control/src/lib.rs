@@ -94,7 +94,8 @@ impl ControlPlane {
                 tracing::error!(error = %e, "API server stopped");
             }
         }));
-        tasks.push(tokio::spawn(controllers::namespace::run(state.clone(), shutdown)));
+        tasks.push(tokio::spawn(controllers::namespace::run(state.clone(), shutdown.clone())));
+        tasks.push(tokio::spawn(controllers::scheduler::run(state.clone(), shutdown)));
         tracing::info!(addr = %api_addr, "API server listening");
         Ok(Self { api_addr, kubeconfig, state, tasks })
     }

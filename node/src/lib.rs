@@ -1,9 +1,14 @@
-//! The wasmkube node agent: runs pods' containers as WASI modules and components.
-//!
-//! Built so far: [`images`], the image store every pod pulls through. The agent itself
-//! (register a Node, watch the pods bound to it through the API, run them in wasmtime,
-//! report their status) comes next.
+//! The wasmkube node agent: registration, pod sync, the wasm runtime, images, volumes,
+//! probes and logs.
 
+pub mod agent;
+pub mod env;
 pub mod images;
+pub mod ipam;
 pub mod logs;
+pub mod pod;
+pub mod probes;
+pub mod quantity;
+pub mod status;
+pub mod volumes;
 pub mod wasm;

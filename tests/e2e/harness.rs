@@ -61,6 +61,10 @@ impl Cluster {
             .args(["up", "--data-dir"])
             .arg(data_dir)
             .args(["--api-addr", "127.0.0.1:0", "--registry-addr", "127.0.0.1:0", "--dns-addr", "127.0.0.1:0"])
+            // Short back-offs keep crash-loop tests quick; a pod CIDR of its own keeps
+            // clusters of tests running side by side from binding the same pod addresses.
+            .args(["--backoff-base", "200ms", "--pod-cidr"])
+            .arg(pod_cidr_for(data_dir))
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -223,6 +227,63 @@ impl Drop for Cluster {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// A /16 inside 127/8 chosen from the data directory, so a cluster keeps its pod CIDR
+/// across restarts and clusters of concurrent tests rarely share one.
+fn pod_cidr_for(data_dir: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    data_dir.hash(&mut h);
+    format!("127.{}.0.0/16", 2 + h.finish() % 250)
+}
+
+impl Cluster {
+    /// Pushes `wasm-examples/<name>.wasm` to the cluster's registry; returns the image reference.
+    #[track_caller]
+    pub fn push_example(&self, name: &str) -> String {
+        let image = format!("{}/examples/{name}:v1", self.registry);
+        let wasm = Path::new(env!("CARGO_MANIFEST_DIR")).join("wasm-examples").join(format!("{name}.wasm"));
+        let out = Command::new(env!("CARGO_BIN_EXE_wasmkube")).arg("push").arg(&wasm).arg(&image).output().expect("run wasmkube push");
+        assert!(out.status.success(), "push {name} failed: {}", String::from_utf8_lossy(&out.stderr));
+        image
+    }
+
+    /// Waits until `jsonpath` of the object reads `want`; returns the last value read.
+    #[track_caller]
+    pub fn wait_jsonpath(&self, what: &[&str], path: &str, want: &str, secs: u64) -> String {
+        let mut last = String::new();
+        let found = wait_for_or_none(secs, || {
+            let mut args = vec!["get"];
+            args.extend_from_slice(what);
+            let expr = format!("-o=jsonpath={path}");
+            args.push(&expr);
+            let out = self.kubectl(&args);
+            last = String::from_utf8_lossy(&out.stdout).into_owned();
+            (last == want).then_some(())
+        });
+        assert!(found.is_some(), "{what:?} {path}: wanted {want:?}, last saw {last:?}\n{}", self.ok(&["get", "pods", "-A", "-o", "wide"]));
+        last
+    }
+
+    /// The wasmkube process's log so far (for assertions on what it logged).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+}
+
+/// Poll `f` until it returns `Some`, or return `None` after `secs` seconds.
+pub fn wait_for_or_none<T>(secs: u64, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::park_timeout(Duration::from_millis(100));
     }
 }
 

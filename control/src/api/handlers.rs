@@ -571,6 +571,12 @@ pub fn bind(state: &ApiState, addr: &Address, headers: &HeaderMap, body: &[u8]) 
             vec![FieldError::required("target.name", "")],
         ));
     };
+    bind_to_node(state, addr, node)?;
+    Ok(json_response(StatusCode::CREATED, &success_status(201)))
+}
+
+/// Assigns the pod at `addr` to `node` (what a Binding does), marking it PodScheduled.
+pub fn bind_to_node(state: &ApiState, addr: &Address, node: &str) -> ApiResult<()> {
     for _ in 0..PATCH_RETRIES {
         let current = load(state, addr)?;
         if let Some(existing) = current.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
@@ -587,7 +593,7 @@ pub fn bind(state: &ApiState, addr: &Address, headers: &HeaderMap, body: &[u8]) 
         new["status"]["conditions"] = Value::Array(conditions);
         let rv = object_revision(&current);
         match state.store.update(&addr.key(), new, rv) {
-            Ok(_) => return Ok(json_response(StatusCode::CREATED, &success_status(201))),
+            Ok(_) => return Ok(()),
             Err(StoreError::Conflict { .. }) => continue,
             Err(e) => return Err(store_error(addr.target(), e)),
         }

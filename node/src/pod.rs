@@ -1,0 +1,825 @@
+//! One pod on this node, from first sight to deletion: address, images, volumes, init
+//! containers in order, then every container supervised under the pod's restartPolicy
+//! with kubelet's back-off, probes, deadline, and a status write after each transition.
+
+use crate::agent::NodeCtx;
+use crate::env::{self, PodFacts, Sources};
+use crate::images::{ImageContent, PullPolicy, RegistryCredentials};
+use crate::logs::{self, LogWriter};
+use crate::probes::{self, Schedule};
+use crate::status::{self, PodState, State, Terminated};
+use crate::volumes;
+use crate::wasm::{Mount, Outcome, RunSpec};
+use futures::future::OptionFuture;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Notify};
+
+/// Kubelet's cap on crash-loop and image-pull back-off.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// A container that ran this long without crashing starts its back-off afresh.
+const BACKOFF_RESET: Duration = Duration::from_secs(600);
+/// The pod annotation that asks for the WAGI executor (see docs/user-guide.md).
+pub const EXECUTOR_ANNOTATION: &str = "wasmkube.io/executor";
+
+/// Runs the pod `feed` names until it is gone (or the node stops).
+pub async fn run(ctx: Arc<NodeCtx>, mut feed: watch::Receiver<Option<Arc<Pod>>>) {
+    let Some(pod) = feed.borrow_and_update().clone() else { return };
+    let mut stopping = ctx.stopping.clone();
+    if pod.metadata.deletion_timestamp.is_some() {
+        finish_deletion(&ctx, &pod).await;
+        remove_files(&ctx, &pod);
+        return;
+    }
+    if is_terminal(&pod) {
+        // Finished before: nothing runs; its logs stay until the pod is deleted.
+        loop {
+            tokio::select! {
+                changed = feed.changed() => {
+                    if changed.is_err() || feed.borrow().is_none() {
+                        remove_files(&ctx, &pod);
+                        return;
+                    }
+                }
+                _ = stopping.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    let pod_ip = match ctx.ips.allocate(pod.status.as_ref().and_then(|s| s.pod_ip.as_deref()).and_then(|ip| ip.parse::<Ipv4Addr>().ok())) {
+        Ok(ip) => ip,
+        Err(e) => {
+            tracing::error!(error = %e, "no address for a pod");
+            let sh = Shared::new(ctx.clone(), pod.clone(), String::new());
+            sh.update(|s| {
+                for c in &mut s.main {
+                    c.waiting("ContainerCreating", Some(e.to_string()));
+                }
+            });
+            let _ = sh.write_now().await;
+            return;
+        }
+    };
+    let sh = Arc::new(Shared::new(ctx.clone(), pod.clone(), pod_ip.to_string()));
+    let _ = sh.write_now().await;
+    let writer = tokio::spawn(write_status(sh.clone()));
+
+    let deadline = sh.deadline();
+    let mut work = Some(Box::pin(sh.clone().run_all()));
+    let end = loop {
+        let deadline_sleep = OptionFuture::from(deadline.map(tokio::time::sleep_until));
+        tokio::select! {
+            _ = OptionFuture::from(work.as_mut()), if work.is_some() => {
+                work = None;
+            }
+            _ = deadline_sleep, if deadline.is_some() && work.is_some() => {
+                work = None; // stops every instance of the pod
+                sh.deadline_exceeded();
+            }
+            changed = feed.changed() => {
+                let latest = if changed.is_ok() { feed.borrow_and_update().clone() } else { None };
+                match latest {
+                    None => break End::Gone,
+                    Some(p) if p.metadata.deletion_timestamp.is_some() => break End::Deleting,
+                    Some(_) => {} // pod specs are immutable where it matters to the node
+                }
+            }
+            _ = stopping.wait_for(|s| *s) => break End::NodeStopping,
+        }
+    };
+    drop(work);
+    writer.abort();
+    match end {
+        End::NodeStopping => return, // left as it is for the next start of the node
+        End::Deleting => {
+            sh.stopped("stopped: the pod is being deleted");
+            let _ = sh.write_now().await;
+            finish_deletion(&ctx, &pod).await;
+        }
+        End::Gone => {}
+    }
+    ctx.ips.release(pod_ip);
+    remove_files(&ctx, &pod);
+}
+
+enum End {
+    Gone,
+    Deleting,
+    NodeStopping,
+}
+
+fn is_terminal(pod: &Pod) -> bool {
+    matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
+}
+
+/// Everything ready to start one container.
+#[derive(Clone)]
+struct Prepared {
+    module: PathBuf,
+    digest: String,
+    image_id: String,
+    argv: Vec<String>,
+    env: Vec<(String, String)>,
+    mounts: Vec<(PathBuf, String, bool)>,
+    memory_limit: Option<u64>,
+    cpu_millis: Option<u64>,
+    executor: Executor,
+}
+
+/// How a container's artifact is run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Executor {
+    /// A command: runs to its end, exit code and all.
+    Command,
+    /// A WAGI handler: one instance per request on the pod IP and each declared port.
+    Wagi { ports: Vec<u16> },
+}
+
+impl Prepared {
+    fn mounts(&self) -> Vec<Mount> {
+        self.mounts.iter().map(|(host, guest, ro)| Mount { host: host.clone(), guest: guest.clone(), read_only: *ro }).collect()
+    }
+}
+
+/// Why preparing failed, in the container status's words.
+struct PrepError {
+    reason: &'static str,
+    message: String,
+    /// Only this container (by name) is affected; `None` for all.
+    container: Option<String>,
+}
+
+/// The state of one pod shared by its worker, container supervisors and status writer.
+struct Shared {
+    ctx: Arc<NodeCtx>,
+    pod: Arc<Pod>,
+    namespace: String,
+    name: String,
+    uid: String,
+    policy: String,
+    state: Mutex<PodState>,
+    dirty: Notify,
+}
+
+#[derive(Clone, Copy)]
+enum Which {
+    Init(usize),
+    Main(usize),
+}
+
+impl Shared {
+    fn new(ctx: Arc<NodeCtx>, pod: Arc<Pod>, pod_ip: String) -> Self {
+        let mut state = PodState::from_pod(&pod, &ctx.host_ip);
+        state.pod_ip = pod_ip;
+        let spec = pod.spec.clone().unwrap_or_default();
+        Self {
+            namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            uid: pod.metadata.uid.clone().unwrap_or_default(),
+            policy: spec.restart_policy.unwrap_or_else(|| "Always".into()),
+            state: Mutex::new(state),
+            dirty: Notify::new(),
+            ctx,
+            pod,
+        }
+    }
+
+    fn spec(&self) -> &k8s_openapi::api::core::v1::PodSpec {
+        static EMPTY: std::sync::OnceLock<k8s_openapi::api::core::v1::PodSpec> = std::sync::OnceLock::new();
+        self.pod.spec.as_ref().unwrap_or_else(|| EMPTY.get_or_init(Default::default))
+    }
+
+    fn container(&self, which: Which) -> &Container {
+        match which {
+            Which::Init(i) => &self.spec().init_containers.as_deref().unwrap_or_default()[i],
+            Which::Main(i) => &self.spec().containers[i],
+        }
+    }
+
+    /// Changes the state and wakes the status writer.
+    fn update<T>(&self, f: impl FnOnce(&mut PodState) -> T) -> T {
+        let out = f(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()));
+        self.dirty.notify_one();
+        out
+    }
+
+    fn update_container<T>(&self, which: Which, f: impl FnOnce(&mut status::Container) -> T) -> T {
+        self.update(|s| {
+            let out = match which {
+                Which::Init(i) => f(&mut s.init[i]),
+                Which::Main(i) => f(&mut s.main[i]),
+            };
+            refresh_phase(s);
+            out
+        })
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&PodState) -> T) -> T {
+        f(&self.state.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn api(&self) -> Api<Pod> {
+        Api::namespaced(self.ctx.client.clone(), &self.namespace)
+    }
+
+    async fn write_now(&self) -> Result<(), kube::Error> {
+        let body = serde_json::json!({"status": self.state.lock().unwrap_or_else(|e| e.into_inner()).to_json()});
+        self.api().patch_status(&self.name, &PatchParams::default(), &Patch::Merge(body)).await.map(drop)
+    }
+
+    fn pod_ip(&self) -> String {
+        self.read(|s| s.pod_ip.clone())
+    }
+
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        let secs = u64::try_from(self.spec().active_deadline_seconds?).ok()?;
+        let start = chrono::DateTime::parse_from_rfc3339(&self.read(|s| s.start_time.clone())).ok()?;
+        let elapsed = (chrono::Utc::now() - start.with_timezone(&chrono::Utc)).to_std().unwrap_or_default();
+        Some(tokio::time::Instant::now() + Duration::from_secs(secs).saturating_sub(elapsed))
+    }
+
+    fn deadline_exceeded(&self) {
+        self.stopped("stopped: the pod's activeDeadlineSeconds passed");
+        self.update(|s| {
+            s.phase = "Failed";
+            s.reason = Some("DeadlineExceeded".into());
+            s.message = Some("Pod was active on the node longer than the specified deadline".into());
+        });
+    }
+
+    /// Marks whatever was running as killed by the node.
+    fn stopped(&self, message: &str) {
+        self.update(|s| {
+            for c in s.init.iter_mut().chain(s.main.iter_mut()) {
+                if let State::Running { started } = &c.state {
+                    c.state = State::Terminated(Terminated { exit_code: 137, reason: "Error".into(), message: Some(message.to_owned()), started: started.clone(), finished: status::now() });
+                    c.ready = false;
+                } else if matches!(c.state, State::Waiting { .. }) {
+                    c.waiting("ContainerCreating", None);
+                }
+            }
+        });
+    }
+
+    fn log_dir(&self, container: &str) -> PathBuf {
+        logs::container_dir(&self.ctx.logs_dir, &self.namespace, &self.name, &self.uid, container)
+    }
+
+    /// The whole life of the pod's containers; returns once the pod has reached a terminal phase.
+    async fn run_all(self: Arc<Self>) {
+        let prepared = self.prepare_with_retries().await;
+        let n_init = self.spec().init_containers.as_ref().map_or(0, Vec::len);
+        let (init, main) = prepared.split_at(n_init);
+        if !self.read(|s| s.initialized) {
+            for (i, p) in init.iter().enumerate() {
+                let done = self.read(|s| s.init[i].terminated().is_some_and(|t| t.exit_code == 0));
+                if done {
+                    continue;
+                }
+                if !self.run_init(i, p).await {
+                    self.update(|s| {
+                        s.phase = "Failed";
+                        for c in &mut s.main {
+                            c.waiting("PodInitializing", None);
+                        }
+                    });
+                    return;
+                }
+            }
+            self.update(|s| {
+                s.initialized = true;
+                for c in &mut s.main {
+                    if matches!(&c.state, State::Waiting { reason, .. } if reason == "PodInitializing") {
+                        c.waiting("ContainerCreating", None);
+                    }
+                }
+                refresh_phase(s);
+            });
+        }
+        let supervisors = main.iter().enumerate().map(|(i, p)| self.clone().supervise(i, p.clone()));
+        futures::future::join_all(supervisors).await;
+        self.update(|s| {
+            let all_ok = s.main.iter().all(|c| c.terminated().is_some_and(|t| t.exit_code == 0));
+            s.phase = if all_ok { "Succeeded" } else { "Failed" };
+        });
+    }
+
+    /// Runs init container `i` until it succeeds; `false` if the pod has failed instead.
+    async fn run_init(self: &Arc<Self>, i: usize, p: &Prepared) -> bool {
+        let mut backoff = Backoff::new(self.ctx.backoff_base);
+        loop {
+            let term = self.run_once(Which::Init(i), p).await;
+            if term.exit_code == 0 {
+                return true;
+            }
+            if self.policy == "Never" {
+                return false;
+            }
+            self.crash_loop(Which::Init(i), &mut backoff, term).await;
+        }
+    }
+
+    /// Runs main container `i` under the restart policy until it is done for good.
+    async fn supervise(self: Arc<Self>, i: usize, p: Prepared) {
+        let mut backoff = Backoff::new(self.ctx.backoff_base);
+        // A container that finished before a node restart and is not due a restart stays finished.
+        if let Some(t) = self.read(|s| s.main[i].terminated().cloned()) {
+            if !status::restarts(&self.policy, t.exit_code) {
+                return;
+            }
+            self.update_container(Which::Main(i), |c| {
+                c.last = Some(t);
+                c.restarts += 1;
+            });
+        }
+        loop {
+            let term = self.run_once(Which::Main(i), &p).await;
+            if !status::restarts(&self.policy, term.exit_code) {
+                return;
+            }
+            self.crash_loop(Which::Main(i), &mut backoff, term).await;
+        }
+    }
+
+    /// Waits out the back-off after a run ended, showing CrashLoopBackOff, and counts the restart.
+    async fn crash_loop(&self, which: Which, backoff: &mut Backoff, term: Terminated) {
+        let delay = backoff.next();
+        let container = self.container(which).name.clone();
+        if !delay.is_zero() {
+            let message = format!("back-off {} restarting failed container={container} pod={}_{}({})", go_duration(delay), self.name, self.namespace, self.uid);
+            self.update_container(which, |c| {
+                c.last = Some(term.clone());
+                c.waiting("CrashLoopBackOff", Some(message));
+            });
+            tokio::time::sleep(delay).await;
+        }
+        self.update_container(which, |c| {
+            c.last = Some(term);
+            c.restarts += 1;
+        });
+    }
+
+    /// One run of a container, from start to end, with its probes; returns how it ended.
+    async fn run_once(&self, which: Which, p: &Prepared) -> Terminated {
+        let container = self.container(which);
+        let restarts = self.read(|s| match which {
+            Which::Init(i) => s.init[i].restarts,
+            Which::Main(i) => s.main[i].restarts,
+        });
+        let log_dir = self.log_dir(&container.name);
+        let log_path = logs::run_log(&log_dir, restarts);
+        // Like kubelet, keep the logs of this run and the one before it only.
+        if let Some(old) = restarts.checked_sub(2) {
+            let old = logs::run_log(&log_dir, old);
+            let _ = std::fs::remove_file(old.with_extension("log.1"));
+            let _ = std::fs::remove_file(old);
+        }
+        let started = status::now();
+        let (has_startup, has_readiness) = match which {
+            Which::Main(_) => (container.startup_probe.is_some(), container.readiness_probe.is_some()),
+            Which::Init(_) => (false, false),
+        };
+        self.update_container(which, |c| {
+            c.state = State::Running { started: started.clone() };
+            c.image_id = p.image_id.clone();
+            c.run_id = format!("wasm://{}/{}/{restarts}", self.uid, c.name);
+            c.started = !has_startup;
+            c.ready = !has_startup && !has_readiness;
+        });
+        let log = match LogWriter::open(&log_path, self.ctx.log_max_bytes) {
+            Ok(l) => l,
+            Err(e) => {
+                let message = format!("opening the container log {}: {e}", log_path.display());
+                return self.ended(which, Outcome::Failed(message), started);
+            }
+        };
+        let spec = self.run_spec(p, p.argv.clone(), &log);
+        let _running = RunningLog::new(&self.ctx, log_path.clone());
+        let run = async {
+            match &p.executor {
+                Executor::Command => self.ctx.runtime.run(spec).await,
+                Executor::Wagi { ports } => Outcome::Failed(format!("the WAGI executor for ports {ports:?} is not available on this node")),
+            }
+        };
+        let outcome = match which {
+            Which::Init(_) => run.await,
+            Which::Main(i) => tokio::select! {
+                o = run => o,
+                failure = self.probe(i, p) => {
+                    log.note(&failure);
+                    return self.finish(which, Terminated { exit_code: 137, reason: "Error".into(), message: Some(failure), started, finished: status::now() });
+                }
+            },
+        };
+        match &outcome {
+            Outcome::OomKilled => log.note("OOMKilled: the module grew its memory past limits.memory"),
+            Outcome::Trapped(m) | Outcome::Failed(m) => log.note(m),
+            Outcome::Exited(_) => {}
+        }
+        self.ended(which, outcome, started)
+    }
+
+    fn ended(&self, which: Which, outcome: Outcome, started: String) -> Terminated {
+        let (reason, message) = match &outcome {
+            Outcome::Exited(0) => ("Completed", None),
+            Outcome::Exited(_) => ("Error", None),
+            Outcome::OomKilled => ("OOMKilled", None),
+            Outcome::Trapped(m) => ("Error", Some(m.clone())),
+            Outcome::Failed(m) => ("StartError", Some(m.clone())),
+        };
+        let term = Terminated { exit_code: outcome.exit_code(), reason: reason.into(), message, started, finished: status::now() };
+        self.finish(which, term)
+    }
+
+    fn finish(&self, which: Which, term: Terminated) -> Terminated {
+        tracing::info!(pod = %format!("{}/{}", self.namespace, self.name), container = %self.container(which).name, exit_code = term.exit_code, reason = %term.reason, "container ended");
+        self.update_container(which, |c| {
+            c.state = State::Terminated(term.clone());
+            c.ready = false;
+        });
+        term
+    }
+
+    fn run_spec(&self, p: &Prepared, argv: Vec<String>, log: &LogWriter) -> RunSpec {
+        RunSpec {
+            module: p.module.clone(),
+            digest: p.digest.clone(),
+            argv,
+            env: p.env.clone(),
+            mounts: p.mounts(),
+            memory_limit: p.memory_limit,
+            cpu_millis: p.cpu_millis,
+            stdout: log.sink("stdout"),
+            stderr: log.sink("stderr"),
+            stdin: Vec::new(),
+        }
+    }
+
+    /// Runs the startup, liveness and readiness probes of main container `i`; returns only
+    /// when the container must be killed (a failed startup or liveness probe).
+    async fn probe(&self, i: usize, p: &Prepared) -> String {
+        let container = self.container(Which::Main(i));
+        let pod_ip = self.pod_ip();
+        let exec = |argv: Vec<String>| async move {
+            let log = LogWriter::open(&self.ctx.pods_dir.join(&self.uid).join(format!("probe-{}.log", container.name)), 64 << 10).map_err(|e| e.to_string())?;
+            match self.ctx.runtime.run(self.run_spec(p, argv, &log)).await {
+                Outcome::Exited(code) => Ok(code),
+                other => Err(format!("probe instance ended: {}", other.exit_code())),
+            }
+        };
+        if let Some(probe) = &container.startup_probe {
+            let schedule = Schedule::of(probe);
+            tokio::time::sleep(schedule.initial_delay).await;
+            let mut failures = 0;
+            loop {
+                match probes::check(probe, container, &pod_ip, exec).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        failures += 1;
+                        if failures >= schedule.failure_threshold {
+                            return format!("Startup probe failed: {e}");
+                        }
+                    }
+                }
+                tokio::time::sleep(schedule.period).await;
+            }
+            let readiness = container.readiness_probe.is_some();
+            self.update_container(Which::Main(i), |c| {
+                c.started = true;
+                c.ready = !readiness;
+            });
+        }
+        let liveness = async {
+            let Some(probe) = &container.liveness_probe else { return std::future::pending().await };
+            let schedule = Schedule::of(probe);
+            tokio::time::sleep(schedule.initial_delay).await;
+            let mut failures = 0;
+            loop {
+                match probes::check(probe, container, &pod_ip, exec).await {
+                    Ok(()) => failures = 0,
+                    Err(e) => {
+                        failures += 1;
+                        if failures >= schedule.failure_threshold {
+                            return format!("Liveness probe failed: {e}");
+                        }
+                    }
+                }
+                tokio::time::sleep(schedule.period).await;
+            }
+        };
+        let readiness = async {
+            let Some(probe) = &container.readiness_probe else { return std::future::pending().await };
+            let schedule = Schedule::of(probe);
+            tokio::time::sleep(schedule.initial_delay).await;
+            let (mut successes, mut failures) = (0, 0);
+            loop {
+                match probes::check(probe, container, &pod_ip, exec).await {
+                    Ok(()) => {
+                        successes += 1;
+                        failures = 0;
+                        if successes >= schedule.success_threshold {
+                            self.set_ready(i, true);
+                        }
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        successes = 0;
+                        if failures >= schedule.failure_threshold {
+                            tracing::debug!(pod = %self.name, container = %container.name, error = %e, "readiness probe failed");
+                            self.set_ready(i, false);
+                        }
+                    }
+                }
+                tokio::time::sleep(schedule.period).await;
+            }
+        };
+        tokio::select! {
+            failure = liveness => failure,
+            never = readiness => never,
+        }
+    }
+
+    fn set_ready(&self, i: usize, ready: bool) {
+        if self.read(|s| s.main[i].ready) != ready {
+            self.update_container(Which::Main(i), |c| c.ready = ready);
+        }
+    }
+
+    /// Prepares every container, retrying with back-off (ErrImagePull → ImagePullBackOff,
+    /// CreateContainerConfigError) until it works or the pod goes.
+    async fn prepare_with_retries(&self) -> Vec<Prepared> {
+        let mut delay = self.ctx.backoff_base;
+        loop {
+            match self.prepare().await {
+                Ok(p) => return p,
+                Err(e) => {
+                    tracing::info!(pod = %format!("{}/{}", self.namespace, self.name), reason = e.reason, message = %e.message, "cannot start the pod yet");
+                    let waiting = |reason: &str, message: &str| {
+                        self.update(|s| {
+                            let initialized = s.initialized;
+                            for c in s.init.iter_mut().chain(s.main.iter_mut()) {
+                                if e.container.as_ref().is_none_or(|n| *n == c.name) && c.terminated().is_none() {
+                                    c.waiting(reason, Some(message.to_owned()));
+                                } else if !initialized && matches!(&c.state, State::Waiting { reason, .. } if reason == "ContainerCreating") {
+                                    c.waiting("PodInitializing", None);
+                                }
+                            }
+                        })
+                    };
+                    waiting(e.reason, &e.message);
+                    if e.reason == "ErrImagePull" {
+                        // kubelet shows the pull error first, then the back-off.
+                        tokio::time::sleep(Duration::from_millis(500).min(delay)).await;
+                        let image = e.container.as_ref().and_then(|n| self.spec().containers.iter().chain(self.spec().init_containers.iter().flatten()).find(|c| c.name == *n)).and_then(|c| c.image.clone()).unwrap_or_default();
+                        waiting("ImagePullBackOff", &format!("Back-off pulling image \"{image}\": {}", e.message));
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(MAX_BACKOFF);
+                }
+            }
+        }
+    }
+
+    async fn prepare(&self) -> Result<Vec<Prepared>, PrepError> {
+        let all = |reason, message| PrepError { reason, message, container: None };
+        let sources = self.fetch_sources().await.map_err(|m| all("CreateContainerConfigError", m))?;
+        let creds = self.pull_credentials().await;
+        let pod_ip = self.pod_ip();
+        let facts = PodFacts { pod: &self.pod, pod_ip: &pod_ip, host_ip: &self.ctx.host_ip, node_name: &self.ctx.name };
+        let pod_dir = self.ctx.pods_dir.join(&self.uid);
+        let vols = volumes::prepare(&pod_dir, self.spec().volumes.as_deref().unwrap_or_default(), &facts, &sources).map_err(|e| all("CreateContainerConfigError", e.0))?;
+        let wagi = self.pod.metadata.annotations.as_ref().and_then(|a| a.get(EXECUTOR_ANNOTATION)).is_some_and(|v| v == "wagi");
+        let mut out = Vec::new();
+        for c in self.spec().init_containers.iter().flatten().chain(self.spec().containers.iter()) {
+            let one = |reason, message| PrepError { reason, message, container: Some(c.name.clone()) };
+            let image = c.image.clone().unwrap_or_default();
+            let policy = c.image_pull_policy.as_deref().and_then(PullPolicy::parse).unwrap_or_else(|| PullPolicy::default_for(&image));
+            let pulled = self.ctx.images.pull(&image, policy, &creds).await.map_err(|e| one("ErrImagePull", e.to_string()))?;
+            let (module, digest) = match &pulled.content {
+                ImageContent::Wasm { path, digest, .. } => (path.clone(), digest.clone()),
+                ImageContent::Linux { .. } => return Err(one("CreateContainerError", format!("{image} is a Linux container image; this node runs wasm images only"))),
+            };
+            let mut env = env::container_env(c, &facts, &sources).map_err(|e| one("CreateContainerConfigError", e.0))?;
+            // The runtime's own variable, as a container runtime sets it: the pod's host name.
+            if !env.iter().any(|(k, _)| k == "HOSTNAME") {
+                let host = self.spec().hostname.clone().unwrap_or_else(|| self.name.clone());
+                env.insert(0, ("HOSTNAME".into(), host));
+            }
+            let mounts = volumes::mounts(c, &vols).map_err(|e| one("CreateContainerConfigError", e.0))?;
+            let mut argv: Vec<String> = c.command.clone().unwrap_or_else(|| vec![c.name.clone()]);
+            argv.extend(c.args.iter().flatten().cloned());
+            let argv = argv.iter().map(|a| env::expand(a, &env)).collect();
+            let limits = c.resources.as_ref().and_then(|r| r.limits.as_ref());
+            let limit = |name: &str| limits.and_then(|l| l.get(name)).map(|q| q.0.clone());
+            let ports: Vec<u16> = c.ports.iter().flatten().filter_map(|p| u16::try_from(p.container_port).ok()).collect();
+            out.push(Prepared {
+                module,
+                digest,
+                image_id: format!("{}@{}", pulled.reference.split('@').next().unwrap_or_default(), pulled.digest),
+                argv,
+                env,
+                mounts: mounts.into_iter().map(|m| (m.host, m.guest, m.read_only)).collect(),
+                memory_limit: limit("memory").and_then(|q| crate::quantity::bytes(&q)),
+                cpu_millis: limit("cpu").and_then(|q| crate::quantity::millicores(&q)),
+                executor: if wagi && !ports.is_empty() { Executor::Wagi { ports } } else { Executor::Command },
+            });
+        }
+        Ok(out)
+    }
+
+    /// The ConfigMaps and Secrets the pod uses, fetched through the API.
+    async fn fetch_sources(&self) -> Result<Sources, String> {
+        let (cm_names, secret_names) = Sources::wanted(&self.pod);
+        let mut sources = Sources::default();
+        let cms: Api<ConfigMap> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        for name in cm_names {
+            let cm = cms.get_opt(&name).await.map_err(|e| format!("reading configmap {name:?}: {e}"))?;
+            let data = cm.map(|cm| {
+                let mut d: std::collections::BTreeMap<String, Vec<u8>> = cm.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
+                d.extend(cm.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
+                d
+            });
+            sources.configmaps.insert(name, data);
+        }
+        let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        for name in secret_names {
+            let s = secrets.get_opt(&name).await.map_err(|e| format!("reading secret {name:?}: {e}"))?;
+            let data = s.map(|s| {
+                let mut d: std::collections::BTreeMap<String, Vec<u8>> = s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+                d.extend(s.string_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())));
+                d
+            });
+            sources.secrets.insert(name, data);
+        }
+        Ok(sources)
+    }
+
+    /// Registry credentials from the pod's `imagePullSecrets`; unreadable ones are skipped
+    /// with a warning, as kubelet does.
+    async fn pull_credentials(&self) -> RegistryCredentials {
+        let mut creds = RegistryCredentials::none();
+        let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+        for r in self.spec().image_pull_secrets.iter().flatten() {
+            let secret = match secrets.get_opt(&r.name).await {
+                Ok(Some(s)) => s,
+                Ok(None) => {
+                    tracing::warn!(secret = %r.name, "image pull secret not found; pulling without it");
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(secret = %r.name, error = %e, "cannot read image pull secret");
+                    continue;
+                }
+            };
+            let data = secret.data.unwrap_or_default();
+            let Some(config) = data.get(".dockerconfigjson").or_else(|| data.get(".dockercfg")) else { continue };
+            match RegistryCredentials::from_docker_config(&config.0) {
+                Ok(c) => creds.merge(c),
+                Err(e) => tracing::warn!(secret = %r.name, error = %e, "ignoring an unreadable image pull secret"),
+            }
+        }
+        creds
+    }
+}
+
+/// Pending until every container has started once, Running after; the terminal phases
+/// are set where the pod's work ends.
+fn refresh_phase(s: &mut PodState) {
+    if s.phase == "Succeeded" || s.phase == "Failed" {
+        return;
+    }
+    let started = |c: &status::Container| !matches!(c.state, State::Waiting { .. }) || c.last.is_some() || c.restarts > 0;
+    s.phase = if s.initialized && !s.main.is_empty() && s.main.iter().all(started) { "Running" } else { "Pending" };
+}
+
+/// Marks a log file as written to by a run in progress, until dropped.
+struct RunningLog<'a> {
+    ctx: &'a NodeCtx,
+    path: PathBuf,
+}
+
+impl<'a> RunningLog<'a> {
+    fn new(ctx: &'a NodeCtx, path: PathBuf) -> Self {
+        ctx.running_logs.lock().unwrap_or_else(|e| e.into_inner()).insert(path.clone());
+        Self { ctx, path }
+    }
+}
+
+impl Drop for RunningLog<'_> {
+    fn drop(&mut self) {
+        self.ctx.running_logs.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.path);
+    }
+}
+
+/// Writes the status whenever it changed, coalescing bursts into one write.
+async fn write_status(sh: Arc<Shared>) {
+    loop {
+        sh.dirty.notified().await;
+        match sh.write_now().await {
+            Ok(()) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => return,
+            Err(e) => {
+                tracing::warn!(pod = %sh.name, error = %e, "writing pod status failed; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                sh.dirty.notify_one();
+            }
+        }
+    }
+}
+
+/// Kubelet's crash-loop back-off: the first restart is immediate, then base, doubling to five minutes.
+struct Backoff {
+    base: Duration,
+    next: Option<Duration>,
+    last_start: Instant,
+}
+
+impl Backoff {
+    fn new(base: Duration) -> Self {
+        Self { base, next: None, last_start: Instant::now() }
+    }
+
+    fn next(&mut self) -> Duration {
+        if self.last_start.elapsed() > BACKOFF_RESET {
+            self.next = None;
+        }
+        let delay = self.next.unwrap_or(Duration::ZERO);
+        self.next = Some(if delay.is_zero() { self.base } else { (delay * 2).min(MAX_BACKOFF) });
+        self.last_start = Instant::now() + delay;
+        delay
+    }
+}
+
+/// `1m20s`, `10s`, `500ms` — durations as kubelet's messages print them.
+fn go_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs == 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    match (secs / 60, secs % 60) {
+        (0, s) => format!("{s}s"),
+        (m, s) => format!("{m}m{s}s"),
+    }
+}
+
+/// Deletes the pod for good once its instances are stopped (the final step of a graceful delete).
+async fn finish_deletion(ctx: &NodeCtx, pod: &Pod) {
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), pod.metadata.namespace.as_deref().unwrap_or("default"));
+    let params = DeleteParams { grace_period_seconds: Some(0), preconditions: Some(Preconditions { uid: pod.metadata.uid.clone(), resource_version: None }), ..Default::default() };
+    match api.delete(pod.metadata.name.as_deref().unwrap_or_default(), &params).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+        Err(e) => tracing::warn!(pod = ?pod.metadata.name, error = %e, "finishing the deletion of a pod failed"),
+    }
+}
+
+/// Removes the pod's volumes and logs from the node.
+fn remove_files(ctx: &NodeCtx, pod: &Pod) {
+    let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+    if uid.is_empty() {
+        return;
+    }
+    let _ = std::fs::remove_dir_all(ctx.pods_dir.join(uid));
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    let _ = std::fs::remove_dir_all(ctx.logs_dir.join(format!("{ns}_{name}_{uid}")));
+}
+
+/// After a (re)list: the volumes and logs of pods that no longer exist.
+pub fn remove_leftovers(ctx: &NodeCtx, live_uids: &HashSet<String>) {
+    if let Ok(dirs) = std::fs::read_dir(&ctx.pods_dir) {
+        for d in dirs.flatten() {
+            if !live_uids.contains(d.file_name().to_string_lossy().as_ref()) {
+                let _ = std::fs::remove_dir_all(d.path());
+            }
+        }
+    }
+    if let Ok(dirs) = std::fs::read_dir(&ctx.logs_dir) {
+        for d in dirs.flatten() {
+            let name = d.file_name().to_string_lossy().into_owned();
+            let uid = name.rsplit('_').next().unwrap_or_default();
+            if !live_uids.contains(uid) {
+                let _ = std::fs::remove_dir_all(d.path());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn back_off_is_immediate_then_doubles_to_five_minutes() {
+        let mut b = Backoff::new(Duration::from_secs(10));
+        let delays: Vec<u64> = (0..8).map(|_| b.next().as_secs()).collect();
+        assert_eq!(delays, [0, 10, 20, 40, 80, 160, 300, 300]);
+        assert_eq!(go_duration(Duration::from_secs(80)), "1m20s");
+        assert_eq!(go_duration(Duration::from_millis(200)), "200ms");
+    }
+}

@@ -1,0 +1,103 @@
+//! `wasmkube node` and the node settings `wasmkube up` shares with it.
+
+use anyhow::Context;
+use std::path::PathBuf;
+use std::time::Duration;
+use wasmkube_node::agent::{self, NodeConfig};
+
+/// Settings of a node agent.
+#[derive(clap::Args, Clone)]
+pub struct NodeArgs {
+    /// Name of the Node object [default: the host name]
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// Pod addresses come from this CIDR unless the Node already has spec.podCIDR
+    #[arg(long, default_value = "127.1.0.0/16")]
+    pub pod_cidr: String,
+    /// Most pods this node accepts (its `pods` capacity)
+    #[arg(long, default_value_t = 1000)]
+    pub max_pods: u32,
+    /// First crash-loop back-off; it doubles up to 5m (kubelet's is 10s)
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub backoff_base: Duration,
+    /// A registry (`host:port`) to pull from over plain HTTP; loopback registries always are (repeatable)
+    #[arg(long = "insecure-registry")]
+    pub insecure_registries: Vec<String>,
+    /// Size at which a container's log file is rotated (one older file is kept)
+    #[arg(long, default_value = "10Mi")]
+    pub container_log_max_size: String,
+}
+
+#[derive(clap::Args)]
+pub struct JoinArgs {
+    /// URL of the API server to join, e.g. https://10.0.0.1:6443
+    #[arg(long)]
+    pub server: String,
+    /// Bearer token the node authenticates with
+    #[arg(long, env = "WASMKUBE_TOKEN")]
+    pub token: String,
+    /// PEM file of the cluster CA; without it the server certificate is not verified
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// The node's address as the control plane reaches it
+    #[arg(long, default_value = "127.0.0.1")]
+    pub node_ip: String,
+    /// Where images, compiled code, volumes and logs live [default: $WASMKUBE_HOME/node or ~/.wasmkube/node]
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+/// `10s`, `200ms`, `1m`, `1h`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: f64 = n.parse().map_err(|_| format!("invalid duration {s:?}: use e.g. 10s, 200ms, 1m"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("invalid duration {s:?}: use e.g. 10s, 200ms, 1m")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+impl NodeArgs {
+    pub fn config(&self, kube: agent::KubeConfig, data_dir: PathBuf, host_ip: String) -> anyhow::Result<NodeConfig> {
+        let name = match &self.node_name {
+            Some(n) => n.clone(),
+            None => std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_lowercase()).unwrap_or_else(|_| "wasmkube".into()),
+        };
+        let log_max = wasmkube_node::quantity::bytes(&self.container_log_max_size).with_context(|| format!("invalid --container-log-max-size {:?}", self.container_log_max_size))?;
+        Ok(NodeConfig {
+            name,
+            kube,
+            data_dir,
+            host_ip,
+            pod_cidr: self.pod_cidr.clone(),
+            max_pods: self.max_pods,
+            backoff_base: self.backoff_base,
+            insecure_registries: self.insecure_registries.clone(),
+            log_max_bytes: log_max,
+        })
+    }
+}
+
+pub async fn run(args: JoinArgs) -> anyhow::Result<()> {
+    let ca = match &args.ca_file {
+        Some(p) => Some(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?),
+        None => None,
+    };
+    let kube = agent::kube_config_for(&args.server, &args.token, ca.as_deref())?;
+    let data_dir = match args.data_dir {
+        Some(d) => d,
+        None => crate::home_dir()?.join("node"),
+    };
+    let cfg = args.node.config(kube, data_dir, args.node_ip.clone())?;
+    agent::run(cfg, async {
+        let _ = crate::wait_for_signal().await;
+    })
+    .await
+}
