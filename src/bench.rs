@@ -3,6 +3,7 @@
 //! Benchmarks start the real server as a child process and talk to it over
 //! HTTPS as any client would, so the figures include TLS, HTTP and the store.
 
+mod pods;
 mod registry;
 
 use anyhow::{bail, Context};
@@ -20,6 +21,8 @@ pub enum BenchCommand {
     Api(ApiArgs),
     /// Registry push/pull throughput for 1 KiB, 1 MiB and 100 MiB blobs, against docker-registry.
     Registry(registry::RegistryArgs),
+    /// Pod start-up to Running, HTTP hello throughput against wasmtime serve and native, idle memory per pod.
+    Pods(pods::PodsArgs),
 }
 
 #[derive(clap::Args)]
@@ -42,6 +45,7 @@ pub async fn run(what: BenchCommand) -> anyhow::Result<()> {
     match what {
         BenchCommand::Api(args) => api(args).await,
         BenchCommand::Registry(args) => registry::run(args).await,
+        BenchCommand::Pods(args) => pods::run(args).await,
     }
 }
 
@@ -49,6 +53,8 @@ pub async fn run(what: BenchCommand) -> anyhow::Result<()> {
 struct Server {
     child: tokio::process::Child,
     addr: String,
+    /// `host:port` of the embedded registry.
+    registry: String,
     data_dir: PathBuf,
     remove_dir: bool,
     token: String,
@@ -57,12 +63,17 @@ struct Server {
 
 impl Server {
     async fn start(data_dir: Option<PathBuf>) -> anyhow::Result<Self> {
+        Self::start_with(data_dir, &["--no-node"]).await
+    }
+
+    async fn start_with(data_dir: Option<PathBuf>, extra: &[&str]) -> anyhow::Result<Self> {
         let remove_dir = data_dir.is_none();
         let data_dir = data_dir.unwrap_or_else(|| std::env::temp_dir().join(format!("wasmkube-bench-{}", std::process::id())));
         let exe = std::env::current_exe().context("locating the wasmkube binary")?;
         let mut child = tokio::process::Command::new(exe)
             .args(["up", "--api-addr", "127.0.0.1:0", "--registry-addr", "127.0.0.1:0", "--dns-addr", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
+            .args(extra)
             .env("WASMKUBE_LOG", "warn")
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true)
@@ -82,6 +93,7 @@ impl Server {
         .context("server did not get ready within 60 s")??
         .context("server exited before it was ready")?;
         let addr = ready.split_whitespace().find_map(|w| w.strip_prefix("https://")).context("no API URL in the ready line")?.to_string();
+        let registry = ready.split_whitespace().skip_while(|w| *w != "registry").nth(1).context("no registry in the ready line")?.to_string();
         let token = std::fs::read_to_string(data_dir.join("pki/admin.token"))?.trim().to_string();
         let ca = std::fs::read(data_dir.join("pki/ca.crt"))?;
         let mut roots = rustls::RootCertStore::empty();
@@ -92,7 +104,7 @@ impl Server {
             .with_safe_default_protocol_versions()?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        Ok(Self { child, addr, data_dir, remove_dir, token, tls: Arc::new(tls) })
+        Ok(Self { child, addr, registry, data_dir, remove_dir, token, tls: Arc::new(tls) })
     }
 
     fn rss_mib(&self) -> f64 {

@@ -285,7 +285,7 @@ fn refresh_heartbeats(status: &mut serde_json::Value) {
 fn node_status(cfg: &NodeConfig) -> serde_json::Value {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let memory_ki = host_memory_bytes() / 1024;
-    let capacity = json!({"cpu": cpus.to_string(), "memory": format!("{memory_ki}Ki"), "pods": cfg.max_pods.to_string(), "ephemeral-storage": "0"});
+    let capacity = json!({"cpu": cpus.to_string(), "memory": format!("{memory_ki}Ki"), "pods": cfg.max_pods.to_string()});
     let now = crate::status::now();
     let condition = |kind: &str, status: &str, reason: &str, message: &str| {
         json!({"type": kind, "status": status, "reason": reason, "message": message, "lastHeartbeatTime": now, "lastTransitionTime": now})
