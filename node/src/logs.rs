@@ -32,18 +32,16 @@ struct WriterState {
 
 impl WriterState {
     fn write_record(&mut self, stream: &str, tag: char, text: &[u8]) {
-        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
-        let mut record = Vec::with_capacity(text.len() + 48);
-        record.extend_from_slice(format!("{now} {stream} {tag} ").as_bytes());
-        record.extend_from_slice(text);
-        record.push(b'\n');
-        if self.size + record.len() as u64 > self.max_bytes {
-            self.rotate();
-        }
+        let mut batch = Batch::new(stream);
+        batch.add(self, tag, text);
+        batch.flush(self);
+    }
+
+    fn write_out(&mut self, bytes: &[u8]) {
         if let Some(f) = self.file.as_mut() {
             // A full disk must not kill the workload; its output is what gets lost.
-            if f.write_all(&record).is_ok() {
-                self.size += record.len() as u64;
+            if f.write_all(bytes).is_ok() {
+                self.size += bytes.len() as u64;
             }
         }
     }
@@ -54,6 +52,46 @@ impl WriterState {
         let _ = std::fs::rename(&self.path, self.path.with_extension("log.1"));
         self.file = std::fs::OpenOptions::new().create(true).append(true).open(&self.path).ok();
         self.size = 0;
+    }
+}
+
+/// Records of one write from the guest, sharing one timestamp and written with one
+/// system call (a flood of short lines would otherwise cost a write per line).
+struct Batch {
+    prefix_stream: &'static str,
+    now: String,
+    bytes: Vec<u8>,
+}
+
+impl Batch {
+    fn new(stream: &str) -> Self {
+        let stream = if stream == "stdout" { "stdout" } else { "stderr" };
+        Self { prefix_stream: stream, now: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true), bytes: Vec::new() }
+    }
+
+    fn add(&mut self, state: &mut WriterState, tag: char, text: &[u8]) {
+        let len = self.now.len() + self.prefix_stream.len() + 4 + text.len() + 1;
+        if state.size + (self.bytes.len() + len) as u64 > state.max_bytes {
+            self.flush(state);
+            if state.size + len as u64 > state.max_bytes {
+                state.rotate();
+            }
+        }
+        self.bytes.extend_from_slice(self.now.as_bytes());
+        self.bytes.push(b' ');
+        self.bytes.extend_from_slice(self.prefix_stream.as_bytes());
+        self.bytes.push(b' ');
+        self.bytes.push(tag as u8);
+        self.bytes.push(b' ');
+        self.bytes.extend_from_slice(text);
+        self.bytes.push(b'\n');
+    }
+
+    fn flush(&mut self, state: &mut WriterState) {
+        if !self.bytes.is_empty() {
+            state.write_out(&self.bytes);
+            self.bytes.clear();
+        }
     }
 }
 
@@ -94,18 +132,24 @@ pub struct LineSink {
 impl LineSink {
     fn push(&mut self, mut buf: &[u8]) {
         let mut state = self.log.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut batch = Batch::new(self.stream);
         while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
-            self.pending.extend_from_slice(&buf[..nl]);
-            let line = std::mem::take(&mut self.pending);
-            state.write_record(self.stream, 'F', &line);
+            if self.pending.is_empty() {
+                batch.add(&mut state, 'F', &buf[..nl]);
+            } else {
+                self.pending.extend_from_slice(&buf[..nl]);
+                let line = std::mem::take(&mut self.pending);
+                batch.add(&mut state, 'F', &line);
+            }
             buf = &buf[nl + 1..];
         }
         self.pending.extend_from_slice(buf);
         while self.pending.len() >= MAX_LINE {
             let rest = self.pending.split_off(MAX_LINE);
             let part = std::mem::replace(&mut self.pending, rest);
-            state.write_record(self.stream, 'P', &part);
+            batch.add(&mut state, 'P', &part);
         }
+        batch.flush(&mut state);
     }
 
     fn flush_partial(&mut self) {
