@@ -10,6 +10,8 @@
  *
  *     hello from <HOSTNAME>
  *     [<request body>]              only for PATH_INFO = /echo
+ *     [arg[i]=... and KEY=VALUE]    only for PATH_INFO = /env: argv, then
+ *                                   the environment sorted
  *
  * and one log line on stderr: "hello-wagi: <METHOD> <PATH_INFO>".
  */
@@ -51,6 +53,28 @@ static void echo_body(void) {
     }
 }
 
+static int compare_strings(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Prints argv, then every environment variable sorted, one a line. */
+static void dump_env(int argc, char **argv) {
+    extern char **environ;
+    for (int i = 0; i < argc; i++)
+        printf("arg[%d]=%s\n", i, argv[i]);
+    size_t n = 0;
+    while (environ[n])
+        n++;
+    char **sorted = malloc((n ? n : 1) * sizeof *sorted);
+    if (!sorted)
+        return;
+    memcpy(sorted, environ, n * sizeof *sorted);
+    qsort(sorted, n, sizeof *sorted, compare_strings);
+    for (size_t i = 0; i < n; i++)
+        puts(sorted[i]);
+    free(sorted);
+}
+
 /* "/status/NNN" with exactly three digits -> pointer to the digits, else NULL. */
 static const char *status_code(const char *path) {
     static const char prefix[] = "/status/";
@@ -63,7 +87,7 @@ static const char *status_code(const char *path) {
     return d[3] == '\0' ? d : NULL;
 }
 
-int main(void) {
+int main(int argc, char **argv) {
     const char *method = env_or("REQUEST_METHOD", "GET");
     const char *path = env_or("PATH_INFO", "/");
     const char *host = env_or("HOSTNAME", "unknown");
@@ -78,6 +102,8 @@ int main(void) {
 
     if (strcmp(path, "/echo") == 0)
         echo_body();
+    else if (strcmp(path, "/env") == 0)
+        dump_env(argc, argv);
 
     fflush(stdout);
     return 0;

@@ -1,0 +1,633 @@
+//! HTTP containers: a listener on the pod IP and container port, HTTP/1.1 by hyper, and a
+//! fresh instance (a new `Store`, from the pre-instance prepared once) for every request.
+//!
+//! - WAGI: a preview-1 command module runs once per request, CGI style (see [`super::cgi`]):
+//!   request in env and stdin, response parsed from its buffered stdout.
+//! - `wasi:http`: a component's `incoming-handler` gets the request and streams its response.
+//!
+//! Every request runs under the container's memory and CPU limits and the spec's
+//! `request_timeout`; at most `max_concurrent` run at once (the rest wait for a slot).
+//! Failures answer 500 (504 at the timeout, 503 when no instance can be had) and leave a
+//! note in the container log; the server keeps serving. Dropping the serve future closes
+//! the listener and stops every connection and running request.
+
+use super::{run_module, wasi_builder, ComponentHost, Host, Limiter, Mount, Outcome, Prepared, WasmRuntime};
+use crate::logs::LogWriter;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::http::request::Parts;
+use hyper::{Request, Response, StatusCode};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use wasmtime::component::ResourceTable;
+use wasmtime::InstancePre;
+use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
+
+/// Request bodies a WAGI handler gets on stdin are read whole first; bigger ones get a 413.
+pub const WAGI_MAX_REQUEST_BODY: usize = 16 << 20;
+/// A WAGI handler's stdout is buffered to parse it; writing more traps the handler.
+pub const WAGI_MAX_RESPONSE: usize = 64 << 20;
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_MAX_CONCURRENT: usize = 64;
+
+/// How requests reach the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpKind {
+    /// A preview-1 command module ([`super::ArtifactKind::Command`]) run once per request,
+    /// CGI style.
+    Wagi,
+    /// A component exporting `wasi:http/incoming-handler` ([`super::ArtifactKind::HttpComponent`]).
+    WasiHttp,
+}
+
+/// One HTTP container.
+pub struct HttpSpec {
+    pub module: PathBuf,
+    /// Content digest of the artifact, the key of the in-memory cache.
+    pub digest: String,
+    pub kind: HttpKind,
+    /// Where to listen: the pod IP and the container port.
+    pub addr: SocketAddr,
+    /// argv of every instance (WAGI too: the request is in env and stdin, not in argv).
+    pub argv: Vec<String>,
+    /// The container's env; for WAGI the CGI variables are added after it and win.
+    pub env: Vec<(String, String)>,
+    pub mounts: Vec<Mount>,
+    /// Per instance, i.e. per request.
+    pub memory_limit: Option<u64>,
+    /// CPU limit in millicores, applied to each running request's instance.
+    pub cpu_millis: Option<u64>,
+    /// The container log: handlers' stderr (and a `wasi:http` component's stdout), and the
+    /// node's note on every failed request.
+    pub log: LogWriter,
+    /// A request still running after this is stopped; 504 if no response was sent yet.
+    pub request_timeout: Duration,
+    /// Requests running at once; more wait for a slot.
+    pub max_concurrent: usize,
+}
+
+#[derive(Clone)]
+enum Handler {
+    Wagi(InstancePre<Host>),
+    WasiHttp(ProxyPre<ComponentHost>),
+}
+
+struct Server {
+    rt: Arc<WasmRuntime>,
+    handler: Handler,
+    spec: HttpSpec,
+    local: SocketAddr,
+    slots: Arc<Semaphore>,
+    /// Changes never; its sender is dropped with the serve future, which ends the request
+    /// tasks that outlive their connection (`wasi:http` bodies still streaming).
+    shutdown: watch::Receiver<()>,
+}
+
+impl WasmRuntime {
+    /// Binds `spec.addr` and serves HTTP until the future is dropped. Returns only on
+    /// failure: the artifact is not of `spec.kind`, or the address cannot be bound.
+    pub async fn serve_http(self: &Arc<Self>, spec: HttpSpec) -> Outcome {
+        // A broken artifact fails the container before it takes the port.
+        if let Err(e) = self.http_handler(&spec) {
+            return Outcome::Failed(e);
+        }
+        match TcpListener::bind(spec.addr).await {
+            Ok(listener) => self.serve_http_on(listener, spec).await,
+            Err(e) => Outcome::Failed(format!("binding {}: {e}", spec.addr)),
+        }
+    }
+
+    /// [`serve_http`](Self::serve_http) on a listener the caller bound (`spec.addr` is then
+    /// unused): tests bind port 0.
+    pub async fn serve_http_on(self: &Arc<Self>, listener: TcpListener, spec: HttpSpec) -> Outcome {
+        let handler = match self.http_handler(&spec) {
+            Ok(h) => h,
+            Err(e) => return Outcome::Failed(e),
+        };
+        let local = match listener.local_addr() {
+            Ok(a) => a,
+            Err(e) => return Outcome::Failed(format!("listener address: {e}")),
+        };
+        let (_shutdown, shutdown) = watch::channel(());
+        let slots = Arc::new(Semaphore::new(spec.max_concurrent.max(1)));
+        let server = Arc::new(Server { rt: self.clone(), handler, spec, local, slots, shutdown });
+        tracing::info!(addr = %local, kind = ?server.spec.kind, "serving HTTP");
+        // Connections live in this set: dropping the future aborts them all.
+        let mut connections = JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, remote)) => {
+                        connections.spawn(server.clone().connection(stream, remote));
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait instead of spinning.
+                        tracing::warn!(addr = %local, error = %e, "accepting a connection");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                Some(_) = connections.join_next() => {}
+            }
+        }
+    }
+
+    fn http_handler(&self, spec: &HttpSpec) -> Result<Handler, String> {
+        match (spec.kind, self.prepare(&spec.module, &spec.digest)?) {
+            (HttpKind::Wagi, Prepared::Module(pre)) if pre.module().get_export("_start").is_some() => Ok(Handler::Wagi(pre)),
+            (HttpKind::WasiHttp, Prepared::Component { proxy: Some(pre), .. }) => Ok(Handler::WasiHttp(pre)),
+            (HttpKind::Wagi, _) => Err("WAGI needs a WASI preview-1 command module (exporting _start)".to_owned()),
+            (HttpKind::WasiHttp, _) => Err("wasi:http needs a component exporting wasi:http/incoming-handler".to_owned()),
+        }
+    }
+}
+
+impl Server {
+    async fn connection(self: Arc<Self>, stream: TcpStream, remote: SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        let service = hyper::service::service_fn(move |req| {
+            let server = self.clone();
+            async move { Ok::<_, Infallible>(server.handle(req, remote).await) }
+        });
+        let result = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+            .await;
+        if let Err(e) = result {
+            tracing::debug!(%remote, error = %e, "HTTP connection ended");
+        }
+    }
+
+    async fn handle(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<HyperOutgoingBody> {
+        match &self.handler {
+            Handler::Wagi(pre) => self.wagi(pre, req, remote).await,
+            Handler::WasiHttp(pre) => self.wasi_http(pre, req).await,
+        }
+    }
+
+    async fn slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        // The semaphore is never closed; `None` cannot happen but costs nothing to handle.
+        self.slots.clone().acquire_owned().await.ok()
+    }
+
+    async fn wagi(&self, pre: &InstancePre<Host>, req: Request<Incoming>, remote: SocketAddr) -> Response<HyperOutgoingBody> {
+        let (parts, body) = req.into_parts();
+        let body = match Limited::new(body, WAGI_MAX_REQUEST_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => return plain(StatusCode::PAYLOAD_TOO_LARGE),
+            Err(_) => return plain(StatusCode::BAD_REQUEST),
+        };
+        let _slot = self.slot().await;
+        let cgi_env = super::cgi::request_env(&parts, body.len(), self.local, remote);
+        let mut env: Vec<(String, String)> = self.spec.env.iter().filter(|(k, _)| !cgi_env.iter().any(|(c, _)| c == k)).cloned().collect();
+        env.extend(cgi_env);
+        let mut wasi = match wasi_builder(&self.spec.argv, &env, &self.spec.mounts) {
+            Ok(w) => w,
+            Err(e) => return self.failed(&parts, StatusCode::INTERNAL_SERVER_ERROR, &e),
+        };
+        let stdout = MemoryOutputPipe::new(WAGI_MAX_RESPONSE);
+        wasi.stdout(stdout.clone());
+        wasi.stderr(wasmtime_wasi::cli::AsyncStdoutStream::new(64 << 10, self.spec.log.sink("stderr")));
+        wasi.stdin(MemoryInputPipe::new(body));
+        let limiter = Limiter::new(self.spec.memory_limit);
+        let memory = limiter.memory;
+        let store = self.rt.store(Host { wasi: wasi.build_p1(), limiter }, self.spec.cpu_millis);
+        let outcome = match tokio::time::timeout(self.spec.request_timeout, run_module(pre, store)).await {
+            Ok(outcome) => outcome,
+            Err(_) => return self.timed_out(&parts),
+        };
+        match outcome {
+            Outcome::Exited(0) => match super::cgi::parse_response(stdout.contents()) {
+                Ok(cgi) => {
+                    let mut resp = Response::new(full(cgi.body));
+                    *resp.status_mut() = cgi.status;
+                    *resp.headers_mut() = cgi.headers;
+                    resp
+                }
+                Err(e) => self.failed(&parts, StatusCode::INTERNAL_SERVER_ERROR, &e),
+            },
+            other => self.outcome_failed(&parts, other, memory),
+        }
+    }
+
+    async fn wasi_http(&self, pre: &ProxyPre<ComponentHost>, mut req: Request<Incoming>) -> Response<HyperOutgoingBody> {
+        // wasi:http needs an authority; HTTP/1.0 clients may send no Host.
+        if !req.headers().contains_key(hyper::header::HOST) {
+            if let Ok(host) = self.local.to_string().parse() {
+                req.headers_mut().insert(hyper::header::HOST, host);
+            }
+        }
+        let parts = head_of(&req);
+        let slot = self.slot().await;
+        let mut wasi = match wasi_builder(&self.spec.argv, &self.spec.env, &self.spec.mounts) {
+            Ok(w) => w,
+            Err(e) => return self.failed(&parts, StatusCode::INTERNAL_SERVER_ERROR, &e),
+        };
+        wasi.stdout(wasmtime_wasi::cli::AsyncStdoutStream::new(64 << 10, self.spec.log.sink("stdout")));
+        wasi.stderr(wasmtime_wasi::cli::AsyncStdoutStream::new(64 << 10, self.spec.log.sink("stderr")));
+        let limiter = Limiter::new(self.spec.memory_limit);
+        let memory = limiter.memory;
+        let data = ComponentHost { wasi: wasi.build(), http: WasiHttpCtx::new(), table: ResourceTable::new(), limiter };
+        let mut store = self.rt.store(data, self.spec.cpu_millis);
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let resources = store.data_mut().http().new_incoming_request(Scheme::Http, req).and_then(|r| Ok((r, store.data_mut().http().new_response_outparam(sender)?)));
+        let (request, response_out) = match resources {
+            Ok(r) => r,
+            Err(e) => return self.failed(&parts, StatusCode::BAD_REQUEST, &format!("{e:#}")),
+        };
+        // The guest runs in its own task: it may go on streaming the body after the
+        // response head is sent, so it must outlive this service call.
+        let pre = pre.clone();
+        let timeout = self.spec.request_timeout;
+        let mut shutdown = self.shutdown.clone();
+        let guest = tokio::spawn(async move {
+            let _slot = slot;
+            let run = async {
+                let proxy = pre.instantiate_async(&mut store).await?;
+                proxy.wasi_http_incoming_handler().call_handle(&mut store, request, response_out).await
+            };
+            let ended = tokio::select! {
+                r = tokio::time::timeout(timeout, run) => r,
+                _ = shutdown.changed() => return None,
+            };
+            let oom = store.data().limiter.oom;
+            Some(ended.map(|r| r.map_err(|e| (e, oom))))
+        });
+        match receiver.await {
+            Ok(Ok(resp)) => {
+                // Failures after the head was sent can only be logged (the body breaks off).
+                let log = self.spec.log.clone();
+                let what = describe(&parts);
+                tokio::spawn(async move {
+                    if let Ok(Some(ended)) = guest.await {
+                        if let Some(reason) = late_failure(ended, timeout, memory) {
+                            log.note(&format!("{what}: {reason}"));
+                        }
+                    }
+                });
+                resp
+            }
+            Ok(Err(code)) => self.failed(&parts, StatusCode::INTERNAL_SERVER_ERROR, &format!("the handler answered with error {code:?}")),
+            Err(_) => match guest.await {
+                Ok(Some(Err(_elapsed))) => self.timed_out(&parts),
+                Ok(Some(Ok(Err((e, oom))))) => {
+                    let outcome = if oom { Outcome::OomKilled } else { super::ended(e, false) };
+                    self.outcome_failed(&parts, outcome, memory)
+                }
+                Ok(Some(Ok(Ok(())))) => self.failed(&parts, StatusCode::INTERNAL_SERVER_ERROR, "the handler returned without setting a response"),
+                Ok(None) | Err(_) => plain(StatusCode::SERVICE_UNAVAILABLE),
+            },
+        }
+    }
+
+    fn outcome_failed(&self, parts: &Parts, outcome: Outcome, memory: usize) -> Response<HyperOutgoingBody> {
+        let (status, reason) = match outcome {
+            Outcome::Exited(code) => (StatusCode::INTERNAL_SERVER_ERROR, format!("the handler exited with code {code}")),
+            Outcome::OomKilled => (StatusCode::INTERNAL_SERVER_ERROR, format!("OOMKilled: memory limit of {memory} bytes exceeded")),
+            Outcome::Trapped(m) => (StatusCode::INTERNAL_SERVER_ERROR, m),
+            Outcome::Failed(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
+        };
+        self.failed(parts, status, &reason)
+    }
+
+    fn timed_out(&self, parts: &Parts) -> Response<HyperOutgoingBody> {
+        let reason = format!("stopped at the request timeout of {:?}", self.spec.request_timeout);
+        self.failed(parts, StatusCode::GATEWAY_TIMEOUT, &reason)
+    }
+
+    /// Why goes to the container log (what `kubectl logs` shows); the client gets the status.
+    fn failed(&self, parts: &Parts, status: StatusCode, reason: &str) -> Response<HyperOutgoingBody> {
+        tracing::debug!(addr = %self.local, method = %parts.method, uri = %parts.uri, %status, reason, "request failed");
+        self.spec.log.note(&format!("{}: {reason}", describe(parts)));
+        plain(status)
+    }
+}
+
+/// What went wrong with a `wasi:http` request whose response had already started, if anything.
+fn late_failure(ended: Result<Result<(), (wasmtime::Error, bool)>, tokio::time::error::Elapsed>, timeout: Duration, memory: usize) -> Option<String> {
+    match ended {
+        Ok(Ok(())) => None,
+        Err(_) => Some(format!("stopped at the request timeout of {timeout:?}")),
+        Ok(Err((_, true))) => Some(format!("OOMKilled: memory limit of {memory} bytes exceeded")),
+        Ok(Err((e, false))) => Some(format!("{e:#}")),
+    }
+}
+
+fn head_of(req: &Request<Incoming>) -> Parts {
+    let mut head = Request::new(());
+    *head.method_mut() = req.method().clone();
+    *head.uri_mut() = req.uri().clone();
+    *head.version_mut() = req.version();
+    head.into_parts().0
+}
+
+fn describe(parts: &Parts) -> String {
+    format!("request {} {}", parts.method, parts.uri)
+}
+
+fn full(body: Bytes) -> HyperOutgoingBody {
+    Full::new(body).map_err(|never| match never {}).boxed_unsync()
+}
+
+fn plain(status: StatusCode) -> Response<HyperOutgoingBody> {
+    let text = format!("{} {}\n", status.as_u16(), status.canonical_reason().unwrap_or(""));
+    let mut resp = Response::new(full(Bytes::from(text)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wasm::tests::example;
+    use std::path::Path;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    struct TestServer {
+        addr: SocketAddr,
+        task: tokio::task::JoinHandle<Outcome>,
+        log_path: PathBuf,
+    }
+
+    impl TestServer {
+        fn log(&self) -> String {
+            crate::logs::read(&self.log_path, &Default::default())
+        }
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("wasmkube-http-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn spec(dir: &Path, module: PathBuf, kind: HttpKind) -> HttpSpec {
+        let log = LogWriter::open(&dir.join("0.log"), 1 << 20).unwrap();
+        HttpSpec {
+            digest: module.display().to_string(),
+            module,
+            kind,
+            addr: "127.0.0.1:0".parse().unwrap(),
+            argv: vec!["handler".into()],
+            env: vec![("HOSTNAME".into(), "web".into())],
+            mounts: vec![],
+            memory_limit: Some(32 << 20),
+            cpu_millis: None,
+            log,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            max_concurrent: 4,
+        }
+    }
+
+    async fn start(rt: &Arc<WasmRuntime>, dir: &Path, spec: HttpSpec) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let rt = rt.clone();
+        let task = tokio::spawn(async move { rt.serve_http_on(listener, spec).await });
+        TestServer { addr, task, log_path: dir.join("0.log") }
+    }
+
+    struct Reply {
+        status: u16,
+        head: String,
+        body: String,
+    }
+
+    /// One HTTP/1.1 request on a fresh connection; the body read to the connection's end.
+    async fn request(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let mut req = format!("{method} {target} HTTP/1.1\r\nHost: pod.test:{}\r\nConnection: close\r\nContent-Length: {}\r\n", addr.port(), body.len());
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        req.push_str(body);
+        stream.write_all(req.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        // A connection the server drops mid-request ends as a reset: no reply.
+        let _ = stream.read_to_end(&mut raw).await;
+        let raw = String::from_utf8_lossy(&raw).into_owned();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+        let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let head = head.to_ascii_lowercase();
+        let body = if head.contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_owned() };
+        Reply { status, head, body }
+    }
+
+    fn dechunk(mut s: &str) -> String {
+        let mut out = String::new();
+        while let Some((size, rest)) = s.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 || rest.len() < n {
+                break;
+            }
+            out.push_str(&rest[..n]);
+            s = rest[n..].trim_start_matches("\r\n");
+        }
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn wagi_hello_answers_with_status_body_and_cgi_env() {
+        let dir = temp_dir("wagi");
+        let rt = WasmRuntime::new(&dir.join("cache")).unwrap();
+        let mut spec = spec(&dir, example("hello-wagi.wasm"), HttpKind::Wagi);
+        spec.argv = vec!["hello-wagi".into(), "--flag".into()];
+        // The request's own CGI variables win over same-named container env.
+        spec.env.push(("REQUEST_METHOD".into(), "SPOOFED".into()));
+        let server = start(&rt, &dir, spec).await;
+
+        let r = request(server.addr, "GET", "/", &[], "").await;
+        assert_eq!((r.status, r.body.as_str()), (200, "hello from web\n"));
+        assert!(r.head.contains("content-type: text/plain"), "{}", r.head);
+
+        let r = request(server.addr, "GET", "/status/404", &[], "").await;
+        assert_eq!((r.status, r.body.as_str()), (404, "hello from web\n"));
+
+        let r = request(server.addr, "POST", "/echo", &[("Content-Type", "text/plain")], "ping\npong").await;
+        assert_eq!((r.status, r.body.as_str()), (200, "hello from web\nping\npong"));
+
+        let r = request(server.addr, "GET", "/env?x=1&y=two", &[("X-Test", "yes")], "").await;
+        assert_eq!(r.status, 200);
+        let port = server.addr.port();
+        for line in ["arg[0]=hello-wagi", "arg[1]=--flag", "HOSTNAME=web", "REQUEST_METHOD=GET", "PATH_INFO=/env", "QUERY_STRING=x=1&y=two", "HTTP_X_TEST=yes", "SERVER_NAME=pod.test", "SERVER_PROTOCOL=HTTP/1.1", "CONTENT_LENGTH=0", "REMOTE_ADDR=127.0.0.1", "GATEWAY_INTERFACE=CGI/1.1", "SCRIPT_NAME="] {
+            assert!(r.body.lines().any(|l| l == line), "{line} missing in\n{}", r.body);
+        }
+        assert!(!r.body.contains("SPOOFED"), "{}", r.body);
+        assert!(r.body.lines().any(|l| l == format!("SERVER_PORT={port}")), "{}", r.body);
+        assert!(r.body.lines().any(|l| l == format!("X_FULL_URL=http://pod.test:{port}/env?x=1&y=two")), "{}", r.body);
+
+        // Every request's stderr line is in the container log.
+        let log = server.log();
+        for line in ["hello-wagi: GET /", "hello-wagi: GET /status/404", "hello-wagi: POST /echo", "hello-wagi: GET /env"] {
+            assert!(log.lines().any(|l| l == line), "{line} missing in\n{log}");
+        }
+        server.task.abort();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Behaves by the first byte of the request body: loop (after "spinning" on stderr), grow
+    /// memory, trap, exit 3, print no CGI headers; an empty body gets `ok`.
+    const MISBEHAVING: &str = r#"(module
+        (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
+        (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+        (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+        (memory (export "memory") 1)
+        (data (i32.const 64) "Content-Type: text/plain\n\nok\n")
+        (data (i32.const 96) "oops\n")
+        (data (i32.const 112) "spinning\n")
+        (func $out (param $fd i32) (param $at i32) (param $len i32)
+          (i32.store (i32.const 16) (local.get $at)) (i32.store (i32.const 20) (local.get $len))
+          (drop (call $write (local.get $fd) (i32.const 16) (i32.const 1) (i32.const 24))))
+        (func (export "_start") (local $c i32)
+          (i32.store (i32.const 0) (i32.const 32)) (i32.store (i32.const 4) (i32.const 1))
+          (drop (call $read (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 8)))
+          (if (i32.load (i32.const 8)) (then
+            (local.set $c (i32.load8_u (i32.const 32)))
+            (if (i32.eq (local.get $c) (i32.const 108)) (then
+              (call $out (i32.const 2) (i32.const 112) (i32.const 9))
+              (loop $l (br $l))))
+            (if (i32.eq (local.get $c) (i32.const 109)) (then
+              (loop $g (br_if $g (i32.ne (memory.grow (i32.const 16)) (i32.const -1))))))
+            (if (i32.eq (local.get $c) (i32.const 116)) (then unreachable))
+            (if (i32.eq (local.get $c) (i32.const 101)) (then (call $exit (i32.const 3))))
+            (if (i32.eq (local.get $c) (i32.const 98)) (then (call $out (i32.const 1) (i32.const 96) (i32.const 5)) (return)))))
+          (call $out (i32.const 1) (i32.const 64) (i32.const 29))))"#;
+
+    /// Waits (bounded) until the container log has `line`: the sign a request is running.
+    async fn wait_for_log(server: &TestServer, line: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while !server.log().lines().any(|l| l == line) {
+            assert!(tokio::time::Instant::now() < deadline, "{line} never logged:\n{}", server.log());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn misbehaving(dir: &Path) -> PathBuf {
+        let path = dir.join("misbehaving.wasm");
+        std::fs::write(&path, wat::parse_str(MISBEHAVING).unwrap()).unwrap();
+        path
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failing_wagi_handlers_answer_500_and_the_server_keeps_serving() {
+        let dir = temp_dir("wagi-fail");
+        let rt = WasmRuntime::new(&dir.join("cache")).unwrap();
+        let spec = spec(&dir, misbehaving(&dir), HttpKind::Wagi);
+        let memory = spec.memory_limit.unwrap();
+        let server = start(&rt, &dir, spec).await;
+        assert_eq!(request(server.addr, "GET", "/", &[], "").await.body, "ok\n");
+        for (body, status, note) in [
+            ("t", 500, "wasm trap".to_owned()),
+            ("m", 500, format!("OOMKilled: memory limit of {memory} bytes exceeded")),
+            ("e", 500, "the handler exited with code 3".to_owned()),
+            ("b", 500, "neither a Content-Type nor a Location".to_owned()),
+        ] {
+            let r = request(server.addr, "POST", "/x", &[], body).await;
+            assert_eq!(r.status, status, "{body}: {}", r.body);
+            let log = server.log();
+            assert!(log.lines().any(|l| l.starts_with("request POST /x: ") && l.contains(&note)), "{note} missing in\n{log}");
+            let r = request(server.addr, "GET", "/", &[], "").await;
+            assert_eq!((r.status, r.body.as_str()), (200, "ok\n"), "after {body}");
+        }
+        let big = "x".repeat(WAGI_MAX_REQUEST_BODY + 1);
+        assert_eq!(request(server.addr, "POST", "/", &[], &big).await.status, 413);
+        server.task.abort();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_busy_handler_is_stopped_at_the_timeout_while_others_are_served() {
+        let dir = temp_dir("wagi-timeout");
+        let rt = WasmRuntime::new(&dir.join("cache")).unwrap();
+        let mut spec = spec(&dir, misbehaving(&dir), HttpKind::Wagi);
+        spec.request_timeout = Duration::from_secs(2);
+        spec.cpu_millis = Some(500);
+        let server = start(&rt, &dir, spec).await;
+        let addr = server.addr;
+        let busy = tokio::spawn(async move { request(addr, "POST", "/spin", &[], "l").await });
+        wait_for_log(&server, "spinning").await;
+        let r = request(addr, "GET", "/", &[], "").await;
+        assert_eq!((r.status, r.body.as_str()), (200, "ok\n"));
+        assert!(!busy.is_finished(), "the busy request is still running");
+        let r = busy.await.unwrap();
+        assert_eq!(r.status, 504);
+        let log = server.log();
+        assert!(log.contains("request POST /spin: stopped at the request timeout of 2s"), "{log}");
+        server.task.abort();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dropping_the_server_closes_the_port_and_stops_requests() {
+        let dir = temp_dir("drop");
+        let rt = WasmRuntime::new(&dir.join("cache")).unwrap();
+        let server = start(&rt, &dir, spec(&dir, misbehaving(&dir), HttpKind::Wagi)).await;
+        let addr = server.addr;
+        assert_eq!(request(addr, "GET", "/", &[], "").await.status, 200);
+        let busy = tokio::spawn(async move { request(addr, "POST", "/spin", &[], "l").await });
+        wait_for_log(&server, "spinning").await;
+        server.task.abort();
+        assert!(server.task.await.unwrap_err().is_cancelled());
+        // The stuck request ends without an answer instead of running to the timeout.
+        let r = tokio::time::timeout(Duration::from_secs(30), busy).await.expect("the stuck request ended").unwrap();
+        assert_eq!(r.status, 0);
+        assert!(TcpStream::connect(addr).await.is_err(), "the port is closed");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn wasi_http_hello_answers_and_logs() {
+        let dir = temp_dir("wasi-http");
+        let rt = WasmRuntime::new(&dir.join("cache")).unwrap();
+        let mut spec = spec(&dir, example("hello-http.wasm"), HttpKind::WasiHttp);
+        spec.request_timeout = Duration::from_secs(2);
+        let server = start(&rt, &dir, spec).await;
+        let addr = server.addr;
+        for _ in 0..2 {
+            let r = request(addr, "GET", "/", &[], "").await;
+            assert_eq!((r.status, r.body.as_str()), (200, "hello from wasi:http\n"), "{}", r.head);
+        }
+        assert_eq!(request(addr, "GET", "/nothing-here", &[], "").await.status, 404);
+
+        // A handler spinning forever is stopped at the timeout; others are served meanwhile.
+        let busy = tokio::spawn(async move { request(addr, "GET", "/busy", &[], "").await });
+        wait_for_log(&server, "hello-http: GET /busy").await;
+        assert_eq!(request(addr, "GET", "/", &[], "").await.status, 200);
+        assert_eq!(busy.await.unwrap().status, 504);
+
+        let log = server.log();
+        assert_eq!(log.lines().filter(|l| *l == "hello-http: GET /").count(), 3, "{log}");
+        assert!(log.contains("request GET /busy: stopped at the request timeout of 2s"), "{log}");
+        server.task.abort();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn wrong_artifacts_and_taken_ports_fail_the_container() {
+        let dir = temp_dir("fail");
+        let rt = WasmRuntime::new(&dir.join("cache")).unwrap();
+        let outcome = rt.serve_http(spec(&dir, example("hello-http.wasm"), HttpKind::Wagi)).await;
+        assert!(matches!(outcome, Outcome::Failed(m) if m.contains("WAGI")));
+        let outcome = rt.serve_http(spec(&dir, example("hello-wagi.wasm"), HttpKind::WasiHttp)).await;
+        assert!(matches!(outcome, Outcome::Failed(m) if m.contains("incoming-handler")));
+        let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut s = spec(&dir, example("hello-wagi.wasm"), HttpKind::Wagi);
+        s.addr = taken.local_addr().unwrap();
+        let outcome = rt.serve_http(s).await;
+        assert!(matches!(outcome, Outcome::Failed(m) if m.starts_with("binding ")));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
