@@ -9,7 +9,8 @@ use crate::logs::{self, LogWriter};
 use crate::probes::{self, Schedule};
 use crate::status::{self, PodState, State, Terminated};
 use crate::volumes;
-use crate::wasm::{Mount, Outcome, RunSpec};
+use crate::wasm::{HttpKind, HttpSpec, DEFAULT_MAX_CONCURRENT, DEFAULT_REQUEST_TIMEOUT};
+use crate::wasm::{ArtifactKind, Mount, Outcome, RunSpec};
 use futures::future::OptionFuture;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
@@ -136,8 +137,9 @@ struct Prepared {
 pub enum Executor {
     /// A command: runs to its end, exit code and all.
     Command,
-    /// A WAGI handler: one instance per request on the pod IP and each declared port.
-    Wagi { ports: Vec<u16> },
+    /// An HTTP server on the pod IP and each declared port, one instance per request: a
+    /// WAGI handler module or a `wasi:http` component.
+    Http { kind: HttpKind, ports: Vec<u16> },
 }
 
 impl Prepared {
@@ -403,7 +405,7 @@ impl Shared {
         let run = async {
             match &p.executor {
                 Executor::Command => self.ctx.runtime.run(spec).await,
-                Executor::Wagi { ports } => Outcome::Failed(format!("the WAGI executor for ports {ports:?} is not available on this node")),
+                Executor::Http { kind, ports } => self.serve(p, *kind, ports, &log).await,
             }
         };
         let outcome = match which {
@@ -422,6 +424,29 @@ impl Shared {
             Outcome::Exited(_) => {}
         }
         self.ended(which, outcome, started)
+    }
+
+    /// Serves every port of an HTTP container until one server fails (or the run is dropped).
+    async fn serve(&self, p: &Prepared, kind: HttpKind, ports: &[u16], log: &LogWriter) -> Outcome {
+        let Ok(ip) = self.pod_ip().parse::<std::net::IpAddr>() else { return Outcome::Failed("the pod has no address".into()) };
+        let servers = ports.iter().map(|port| {
+            let spec = HttpSpec {
+                module: p.module.clone(),
+                digest: p.digest.clone(),
+                kind,
+                addr: std::net::SocketAddr::new(ip, *port),
+                argv: p.argv.clone(),
+                env: p.env.clone(),
+                mounts: p.mounts(),
+                memory_limit: p.memory_limit,
+                cpu_millis: p.cpu_millis,
+                log: log.clone(),
+                request_timeout: DEFAULT_REQUEST_TIMEOUT,
+                max_concurrent: DEFAULT_MAX_CONCURRENT,
+            };
+            Box::pin(self.ctx.runtime.serve_http(spec))
+        });
+        futures::future::select_all(servers).await.0
     }
 
     fn ended(&self, which: Which, outcome: Outcome, started: String) -> Terminated {
@@ -616,6 +641,7 @@ impl Shared {
             let argv = argv.iter().map(|a| env::expand(a, &env)).collect();
             let limits = c.resources.as_ref().and_then(|r| r.limits.as_ref());
             let limit = |name: &str| limits.and_then(|l| l.get(name)).map(|q| q.0.clone());
+            let (p_module, p_digest) = (module.clone(), digest.clone());
             let ports: Vec<u16> = c.ports.iter().flatten().filter_map(|p| u16::try_from(p.container_port).ok()).collect();
             out.push(Prepared {
                 module,
@@ -626,7 +652,12 @@ impl Shared {
                 mounts: mounts.into_iter().map(|m| (m.host, m.guest, m.read_only)).collect(),
                 memory_limit: limit("memory").and_then(|q| crate::quantity::bytes(&q)),
                 cpu_millis: limit("cpu").and_then(|q| crate::quantity::millicores(&q)),
-                executor: if wagi && !ports.is_empty() { Executor::Wagi { ports } } else { Executor::Command },
+                executor: match self.ctx.runtime.artifact_kind(&p_module, &p_digest).map_err(|m| one("CreateContainerError", m))? {
+                    ArtifactKind::HttpComponent if ports.is_empty() => return Err(one("CreateContainerError", "a wasi:http component serves HTTP: declare a containerPort".into())),
+                    ArtifactKind::HttpComponent => Executor::Http { kind: HttpKind::WasiHttp, ports },
+                    ArtifactKind::Command if wagi && !ports.is_empty() => Executor::Http { kind: HttpKind::Wagi, ports },
+                    ArtifactKind::Command | ArtifactKind::ComponentCommand => Executor::Command,
+                },
             });
         }
         Ok(out)
