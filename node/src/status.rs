@@ -15,6 +15,8 @@ pub struct Terminated {
     pub message: Option<String>,
     pub started: String,
     pub finished: String,
+    /// The run that ended (`run_id` of [`Container`]): where its logs are found.
+    pub container_id: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,8 +75,8 @@ impl Container {
             if let Some(m) = &t.message {
                 v["message"] = json!(m);
             }
-            if !self.run_id.is_empty() {
-                v["containerID"] = json!(self.run_id);
+            if !t.container_id.is_empty() {
+                v["containerID"] = json!(t.container_id);
             }
             json!({"terminated": v})
         };
@@ -136,6 +138,7 @@ impl PodState {
             if let Some(prev) = old.into_iter().flatten().find(|s| s.name == c.name) {
                 s.restarts = u32::try_from(prev.restart_count).unwrap_or(0);
                 s.last = prev.last_state.as_ref().and_then(|l| l.terminated.as_ref()).map(restore_terminated);
+                s.run_id = prev.container_id.clone().unwrap_or_default();
                 if let Some(t) = prev.state.as_ref().and_then(|st| st.terminated.as_ref()) {
                     s.state = State::Terminated(restore_terminated(t));
                 } else if prev.state.as_ref().is_some_and(|st| st.running.is_some()) {
@@ -206,7 +209,18 @@ fn restore_terminated(t: &k8s_openapi::api::core::v1::ContainerStateTerminated) 
         message: t.message.clone(),
         started: t.started_at.as_ref().map(|t| t.0.to_string()).unwrap_or_default(),
         finished: t.finished_at.as_ref().map(|t| t.0.to_string()).unwrap_or_default(),
+        container_id: t.container_id.clone().unwrap_or_default(),
     }
+}
+
+/// The ID of one run of a container, read like a container ID: `wasm://<pod uid>/<name>/<restart>`.
+pub fn run_id(pod_uid: &str, container: &str, restart: u32) -> String {
+    format!("wasm://{pod_uid}/{container}/{restart}")
+}
+
+/// The restart number a run ID names (which log file holds the run's output).
+pub fn run_number(run_id: &str) -> Option<u32> {
+    run_id.strip_prefix("wasm://")?.rsplit('/').next()?.parse().ok()
 }
 
 /// Whether `restartPolicy` restarts a container that ended with `exit_code`.
@@ -242,6 +256,8 @@ mod tests {
         assert_eq!(v["conditions"][1]["status"], "True", "no init containers: initialized");
         assert_eq!(v["conditions"][3]["status"], "False");
         assert_eq!(v["containerStatuses"][2]["state"]["waiting"]["reason"], "ContainerCreating");
+        assert_eq!(run_number(&run_id("u-1", "c", 12)), Some(12));
+        assert_eq!(run_number("containerd://abc"), None);
         assert!(restarts("Always", 0) && restarts("OnFailure", 1) && !restarts("OnFailure", 0) && !restarts("Never", 1));
     }
 }

@@ -233,7 +233,7 @@ mod tests {
         let log = crate::logs::LogWriter::open(&log_path, 1 << 20).unwrap();
         let spec = RunSpec { module: path, digest, argv: vec!["t".into()], env: vec![], mounts: vec![], memory_limit: memory, cpu_millis: None, stdout: log.sink("stdout"), stderr: log.sink("stderr"), stdin: vec![] };
         let outcome = rt.run(spec).await;
-        (outcome, crate::logs::read(&log_path, &Default::default()))
+        (outcome, String::from_utf8_lossy(&crate::logs::read(&log_path, &Default::default())).into_owned())
     }
 
     const PRINT_AND_EXIT: &str = r#"(module
