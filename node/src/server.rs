@@ -345,8 +345,8 @@ async fn container_logs(state: &ServerState, ns: &str, pod_name: &str, container
 pub fn pick_run(pod: &Pod, container: &str, previous: bool) -> Result<u32, String> {
     let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
     let status = pod.status.clone().unwrap_or_default();
-    let statuses = status.container_statuses.iter().flatten().chain(status.init_container_statuses.iter().flatten());
-    let Some(s) = statuses.filter(|s| s.name == container).last().cloned() else {
+    let mut statuses = status.container_statuses.iter().flatten().chain(status.init_container_statuses.iter().flatten());
+    let Some(s) = statuses.find(|s| s.name == container).cloned() else {
         // The node has not reported on it yet: it is being set up.
         return Err(format!("container {container:?} in pod {pod_name:?} is waiting to start: ContainerCreating"));
     };
@@ -500,6 +500,22 @@ mod tests {
 
     async fn body_text(resp: Response<Body>) -> String {
         String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn the_serving_certificate_is_made_once_and_kept() {
+        let dir = std::env::temp_dir().join(format!("wasmkube-node-tls-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        tls_config(&dir, "n1", "10.0.0.7").unwrap();
+        let cert = std::fs::read(dir.join("pki/node.crt")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(dir.join("pki/node.key")).unwrap().permissions().mode() & 0o777, 0o600);
+        tls_config(&dir, "n1", "10.0.0.7").unwrap();
+        assert_eq!(std::fs::read(dir.join("pki/node.crt")).unwrap(), cert, "a later start keeps the certificate");
+        std::fs::write(dir.join("pki/node.key"), "not a key").unwrap();
+        tls_config(&dir, "n1", "10.0.0.7").unwrap();
+        assert_ne!(std::fs::read(dir.join("pki/node.crt")).unwrap(), cert, "a broken one is replaced");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
