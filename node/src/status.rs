@@ -141,9 +141,19 @@ impl PodState {
                 s.run_id = prev.container_id.clone().unwrap_or_default();
                 if let Some(t) = prev.state.as_ref().and_then(|st| st.terminated.as_ref()) {
                     s.state = State::Terminated(restore_terminated(t));
-                } else if prev.state.as_ref().is_some_and(|st| st.running.is_some()) {
-                    // It was running when the node went away: like a reboot, it runs again.
+                } else if let Some(running) = prev.state.as_ref().and_then(|st| st.running.as_ref()) {
+                    // It was running when the node went away: like a reboot, it runs again,
+                    // and the interrupted run becomes its last state (kubelet's `Unknown`, 255),
+                    // so `kubectl logs --previous` reads it.
                     s.restarts += 1;
+                    s.last = Some(Terminated {
+                        exit_code: 255,
+                        reason: "Unknown".into(),
+                        message: None,
+                        started: running.started_at.as_ref().map(|t| t.0.to_string()).unwrap_or_default(),
+                        finished: now(),
+                        container_id: s.run_id.clone(),
+                    });
                 }
             }
             s
@@ -242,7 +252,7 @@ mod tests {
             "metadata": {"name": "p"},
             "spec": {"containers": [{"name": "a", "image": "i"}, {"name": "b", "image": "i"}, {"name": "c", "image": "i"}]},
             "status": {"phase": "Running", "startTime": "2026-01-01T00:00:00Z", "containerStatuses": [
-                {"name": "a", "image": "i", "imageID": "", "ready": true, "restartCount": 2, "state": {"running": {"startedAt": "2026-01-01T00:00:01Z"}}},
+                {"name": "a", "image": "i", "imageID": "", "ready": true, "restartCount": 2, "containerID": "wasm://u/a/2", "state": {"running": {"startedAt": "2026-01-01T00:00:01Z"}}},
                 {"name": "b", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
                  "state": {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": "2026-01-01T00:00:01Z", "finishedAt": "2026-01-01T00:00:02Z"}}}]}
         }))
@@ -250,6 +260,8 @@ mod tests {
         let mut s = PodState::from_pod(&pod, "127.0.0.1");
         assert_eq!(s.start_time, "2026-01-01T00:00:00Z");
         assert_eq!(s.main[0].restarts, 3);
+        let interrupted = s.main[0].last.clone().unwrap();
+        assert_eq!((interrupted.exit_code, interrupted.reason.as_str(), interrupted.container_id.as_str()), (255, "Unknown", "wasm://u/a/2"));
         assert_eq!(s.main[1].terminated().map(|t| t.reason.as_str()), Some("Completed"));
         assert_eq!(s.main[2].state, State::Waiting { reason: "ContainerCreating".into(), message: None });
         let v = s.to_json();
