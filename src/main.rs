@@ -133,7 +133,9 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         None
     } else {
         let kube = wasmkube_node::agent::kube_config_from_file(&cp.kubeconfig).await?;
-        let cfg = args.node.config(kube, data_dir.join("node"), "127.0.0.1".into())?;
+        // The node's endpoint takes the admin token: the API server is its only caller.
+        let server_addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let cfg = args.node.config(kube, data_dir.join("node"), "127.0.0.1".into(), server_addr, cp.state.admin_token.clone())?;
         let mut stop_node = shutdown_node.clone();
         Some(tokio::spawn(async move {
             if let Err(e) = wasmkube_node::agent::run(cfg, async move { stop_node.wait().await }).await {

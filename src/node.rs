@@ -1,6 +1,7 @@
 //! `wasmkube node` and the node settings `wasmkube up` shares with it.
 
 use anyhow::Context;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 use wasmkube_node::agent::{self, NodeConfig};
@@ -39,9 +40,12 @@ pub struct JoinArgs {
     /// PEM file of the cluster CA; without it the server certificate is not verified
     #[arg(long)]
     pub ca_file: Option<PathBuf>,
-    /// The node's address as the control plane reaches it
+    /// The node's address as the control plane reaches it; its HTTPS endpoint listens here
     #[arg(long, default_value = "127.0.0.1")]
-    pub node_ip: String,
+    pub node_ip: std::net::IpAddr,
+    /// Port of the node's HTTPS endpoint (container logs for the API server; kubelet's port)
+    #[arg(long, default_value_t = 10250)]
+    pub node_port: u16,
     /// Where images, compiled code, volumes and logs live [default: $WASMKUBE_HOME/node or ~/.wasmkube/node]
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -65,7 +69,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 impl NodeArgs {
-    pub fn config(&self, kube: agent::KubeConfig, data_dir: PathBuf, host_ip: String) -> anyhow::Result<NodeConfig> {
+    /// The node's settings; its HTTPS endpoint listens on `server_addr` and wants `server_token`.
+    pub fn config(&self, kube: agent::KubeConfig, data_dir: PathBuf, host_ip: String, server_addr: SocketAddr, server_token: String) -> anyhow::Result<NodeConfig> {
         let name = match &self.node_name {
             Some(n) => n.clone(),
             None => std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_lowercase()).unwrap_or_else(|_| "wasmkube".into()),
@@ -81,6 +86,8 @@ impl NodeArgs {
             backoff_base: self.backoff_base,
             insecure_registries: self.insecure_registries.clone(),
             log_max_bytes: log_max,
+            server_addr,
+            server_token,
         })
     }
 }
@@ -95,7 +102,9 @@ pub async fn run(args: JoinArgs) -> anyhow::Result<()> {
         Some(d) => d,
         None => crate::home_dir()?.join("node"),
     };
-    let cfg = args.node.config(kube, data_dir, args.node_ip.clone())?;
+    // The API server calls back with the token the node joined with.
+    let server_addr = SocketAddr::new(args.node_ip, args.node_port);
+    let cfg = args.node.config(kube, data_dir, args.node_ip.to_string(), server_addr, args.token.clone())?;
     agent::run(cfg, async {
         let _ = crate::wait_for_signal().await;
     })

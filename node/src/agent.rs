@@ -4,6 +4,7 @@
 use crate::images::ImageStore;
 use crate::ipam::PodIps;
 use crate::pod;
+use crate::server::{self, ServerState};
 use crate::wasm::WasmRuntime;
 use anyhow::Context;
 use futures::StreamExt;
@@ -13,8 +14,9 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -26,6 +28,8 @@ const LEASE_RENEW: Duration = Duration::from_secs(10);
 const LEASE_DURATION_SECONDS: i32 = 40;
 /// How often the Node's conditions are re-posted with a fresh heartbeat.
 const STATUS_EVERY: Duration = Duration::from_secs(60);
+/// How often a followed container log (`kubectl logs -f`) is checked for new lines.
+const LOG_FOLLOW_POLL: Duration = Duration::from_millis(100);
 /// The wasmtime this node embeds (wasmtime exports no version constant; a test keeps
 /// this in step with Cargo.toml).
 pub const WASMTIME_VERSION: &str = "48.0.8";
@@ -47,6 +51,11 @@ pub struct NodeConfig {
     pub insecure_registries: Vec<String>,
     /// Size at which a container's log file is rotated.
     pub log_max_bytes: u64,
+    /// Where the node's HTTPS endpoint (container logs for the API server) listens; port
+    /// 0 picks a free one. The bound port is posted in the Node's `daemonEndpoints`.
+    pub server_addr: SocketAddr,
+    /// The bearer token callers of that endpoint must present.
+    pub server_token: String,
 }
 
 /// An API client configuration from a kubeconfig file (the in-process node of `up`).
@@ -114,8 +123,8 @@ pub struct NodeCtx {
     /// pods as they are for the next start.
     pub stopping: watch::Receiver<bool>,
     /// Log files of container runs in progress: `kubectl logs -f` follows a file while its
-    /// run is in here.
-    pub running_logs: std::sync::Mutex<HashSet<PathBuf>>,
+    /// run is in here. Shared with the node's HTTPS endpoint.
+    pub running_logs: Arc<Mutex<HashSet<PathBuf>>>,
 }
 
 /// Runs the node until `shutdown` completes.
@@ -123,7 +132,11 @@ pub async fn run(cfg: NodeConfig, shutdown: impl std::future::Future<Output = ()
     let client = kube::Client::try_from(cfg.kube.clone()).context("building the API client")?;
     let runtime = WasmRuntime::new(&cfg.data_dir.join("compiled"))?;
     let images = ImageStore::open(&cfg.data_dir.join("images"), cfg.insecure_registries.clone()).context("opening the image cache")?;
-    let pod_cidr = register(&client, &cfg).await.with_context(|| format!("registering node {}", cfg.name))?;
+    // Bound before registering, so the Node names the port the API server will reach.
+    let listener = tokio::net::TcpListener::bind(cfg.server_addr).await.with_context(|| format!("binding the node endpoint to {}", cfg.server_addr))?;
+    let port = listener.local_addr().context("reading the node endpoint's address")?.port();
+    let tls = server::tls_config(&cfg.data_dir, &cfg.name, &cfg.host_ip).context("setting up the node endpoint's TLS")?;
+    let pod_cidr = register(&client, &cfg, port).await.with_context(|| format!("registering node {}", cfg.name))?;
     let ips = PodIps::new(&pod_cidr)?;
     let (stop, stopping) = watch::channel(false);
     let ctx = Arc::new(NodeCtx {
@@ -140,9 +153,21 @@ pub async fn run(cfg: NodeConfig, shutdown: impl std::future::Future<Output = ()
         stopping,
         running_logs: Default::default(),
     });
-    tracing::info!(node = %cfg.name, pod_cidr = %pod_cidr, "node registered");
+    tracing::info!(node = %cfg.name, pod_cidr = %pod_cidr, port, "node registered");
 
-    let heartbeat = tokio::spawn(heartbeat(client.clone(), cfg.name.clone(), node_status(&cfg)));
+    let server_state = Arc::new(ServerState {
+        node_name: cfg.name.clone(),
+        token: cfg.server_token.clone(),
+        logs_dir: ctx.logs_dir.clone(),
+        running_logs: ctx.running_logs.clone(),
+        pods: Arc::new(client.clone()),
+        poll: LOG_FOLLOW_POLL,
+    });
+    let mut server_stop = ctx.stopping.clone();
+    let server = tokio::spawn(server::serve(listener, tls, server_state, async move {
+        let _ = server_stop.wait_for(|s| *s).await;
+    }));
+    let heartbeat = tokio::spawn(heartbeat(client.clone(), cfg.name.clone(), node_status(&cfg, port)));
     let mut workers = tokio::task::JoinSet::new();
     tokio::select! {
         _ = sync_pods(ctx.clone(), &mut workers) => {}
@@ -151,6 +176,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl std::future::Future<Output = ()
     heartbeat.abort();
     let _ = stop.send(true);
     while workers.join_next().await.is_some() {}
+    let _ = server.await;
     let (hits, misses) = ctx.runtime.cache_stats();
     tracing::info!(compiled_cache_hits = hits, compiled_cache_misses = misses, "node agent stopped");
     Ok(())
@@ -215,7 +241,7 @@ async fn sync_pods(ctx: Arc<NodeCtx>, workers: &mut tokio::task::JoinSet<()>) {
 }
 
 /// Creates or updates the Node; returns its pod CIDR.
-async fn register(client: &kube::Client, cfg: &NodeConfig) -> anyhow::Result<String> {
+async fn register(client: &kube::Client, cfg: &NodeConfig, port: u16) -> anyhow::Result<String> {
     let nodes: Api<Node> = Api::all(client.clone());
     let labels = json!({
         "kubernetes.io/hostname": cfg.name,
@@ -236,7 +262,7 @@ async fn register(client: &kube::Client, cfg: &NodeConfig) -> anyhow::Result<Str
         }
     }
     nodes.patch(&cfg.name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": labels}, "spec": spec}))).await.context("updating the Node")?;
-    nodes.patch_status(&cfg.name, &PatchParams::default(), &Patch::Merge(json!({"status": node_status(cfg)}))).await.context("posting the Node status")?;
+    nodes.patch_status(&cfg.name, &PatchParams::default(), &Patch::Merge(json!({"status": node_status(cfg, port)}))).await.context("posting the Node status")?;
     Ok(pod_cidr)
 }
 
@@ -281,8 +307,9 @@ fn refresh_heartbeats(status: &mut serde_json::Value) {
     }
 }
 
-/// Capacity, addresses, conditions and versions, as `kubectl describe node` shows them.
-fn node_status(cfg: &NodeConfig) -> serde_json::Value {
+/// Capacity, addresses, conditions, versions and the port of the node's endpoint, as
+/// `kubectl describe node` shows them.
+fn node_status(cfg: &NodeConfig, port: u16) -> serde_json::Value {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let memory_ki = host_memory_bytes() / 1024;
     let capacity = json!({"cpu": cpus.to_string(), "memory": format!("{memory_ki}Ki"), "pods": cfg.max_pods.to_string()});
@@ -300,7 +327,7 @@ fn node_status(cfg: &NodeConfig) -> serde_json::Value {
             condition("PIDPressure", "False", "KubeletHasSufficientPID", "wasmkube node agent has sufficient PID available"),
             condition("Ready", "True", "KubeletReady", "wasmkube node agent is posting ready status"),
         ],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": port}},
         "nodeInfo": {
             "machineID": read_trimmed("/etc/machine-id"),
             "systemUUID": read_trimmed("/sys/class/dmi/id/product_uuid"),

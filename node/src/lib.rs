@@ -1,5 +1,5 @@
 //! The wasmkube node agent: registration, pod sync, the wasm runtime, images, volumes,
-//! probes and logs.
+//! probes, logs and the node's HTTPS endpoint.
 
 pub mod agent;
 pub mod env;
@@ -9,6 +9,7 @@ pub mod logs;
 pub mod pod;
 pub mod probes;
 pub mod quantity;
+pub mod server;
 pub mod status;
 pub mod volumes;
 pub mod wasm;

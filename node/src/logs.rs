@@ -181,12 +181,16 @@ impl tokio::io::AsyncWrite for LineSink {
     }
 }
 
-/// What `kubectl logs` asks for.
-#[derive(Clone, Debug, Default)]
+/// What `kubectl logs` asks for, once the node has picked the run to read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LogQuery {
+    /// Only the last this many lines of what is already there.
     pub tail: Option<usize>,
+    /// Only records written at or after this time.
     pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Each line starts with the time it was written (RFC 3339, nanoseconds).
     pub timestamps: bool,
+    /// Stop after this many bytes of output (possibly mid-line, as kubelet does).
     pub limit_bytes: Option<usize>,
 }
 
@@ -195,69 +199,201 @@ pub struct Record {
     pub time: chrono::DateTime<chrono::Utc>,
     pub time_text: String,
     pub partial: bool,
-    pub text: String,
+    pub text: Vec<u8>,
 }
 
-pub fn parse_record(line: &str) -> Option<Record> {
-    let mut parts = line.splitn(4, ' ');
-    let time_text = parts.next()?.to_owned();
+/// Parses one line of a CRI log file (without its newline). The text is kept as bytes:
+/// what a program writes need not be UTF-8, and kubectl passes it through as it is.
+pub fn parse_record(line: &[u8]) -> Option<Record> {
+    let mut parts = line.splitn(4, |&b| b == b' ');
+    let time_text = std::str::from_utf8(parts.next()?).ok()?.to_owned();
     let _stream = parts.next()?;
     let tag = parts.next()?;
-    let text = parts.next().unwrap_or("").to_owned();
+    let text = parts.next().unwrap_or_default().to_vec();
     let time = chrono::DateTime::parse_from_rfc3339(&time_text).ok()?.with_timezone(&chrono::Utc);
-    Some(Record { time, time_text, partial: tag == "P", text })
+    Some(Record { time, time_text, partial: tag == b"P", text })
+}
+
+/// One line as kubectl shows it: partial records joined, stamped with the first one's time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Line {
+    pub time_text: String,
+    pub text: Vec<u8>,
+}
+
+/// Joins `P` (partial) records with the records that complete them.
+#[derive(Default)]
+pub struct Joiner {
+    open: Option<Line>,
+}
+
+impl Joiner {
+    /// The line `record` completes, if it does.
+    pub fn push(&mut self, record: Record) -> Option<Line> {
+        let mut line = self.open.take().unwrap_or_else(|| Line { time_text: record.time_text, text: Vec::new() });
+        line.text.extend_from_slice(&record.text);
+        if record.partial {
+            self.open = Some(line);
+            None
+        } else {
+            Some(line)
+        }
+    }
+
+    /// A partial line no record completed (the run ended mid-line).
+    pub fn finish(&mut self) -> Option<Line> {
+        self.open.take()
+    }
+}
+
+/// Writes lines as kubectl prints them, up to the byte limit.
+pub struct Printer {
+    timestamps: bool,
+    left: Option<usize>,
+}
+
+impl Printer {
+    pub fn new(query: &LogQuery) -> Self {
+        Self { timestamps: query.timestamps, left: query.limit_bytes }
+    }
+
+    /// Appends `line` to `out`, cut at the byte limit.
+    pub fn print(&mut self, line: &Line, out: &mut Vec<u8>) {
+        let start = out.len();
+        if self.timestamps {
+            out.extend_from_slice(line.time_text.as_bytes());
+            out.push(b' ');
+        }
+        out.extend_from_slice(&line.text);
+        out.push(b'\n');
+        if let Some(left) = self.left.as_mut() {
+            let written = (out.len() - start).min(*left);
+            out.truncate(start + written);
+            *left -= written;
+        }
+    }
+
+    /// The byte limit is reached: nothing more will be printed.
+    pub fn full(&self) -> bool {
+        self.left == Some(0)
+    }
 }
 
 /// The records of one run (older rotated file first), filtered as `query` says, rendered as
 /// kubectl prints them.
-pub fn read(path: &Path, query: &LogQuery) -> String {
-    let mut records = Vec::new();
-    for file in [path.with_extension("log.1"), path.to_owned()] {
-        if let Ok(text) = std::fs::read_to_string(&file) {
-            records.extend(text.lines().filter_map(parse_record));
-        }
-    }
-    if let Some(since) = query.since {
-        records.retain(|r| r.time >= since);
-    }
-    render(&records, query)
+/// [`read`] as text, for tests and messages.
+pub fn read_text(path: &Path, query: &LogQuery) -> String {
+    String::from_utf8_lossy(&read(path, query)).into_owned()
 }
 
-pub fn render(records: &[Record], query: &LogQuery) -> String {
-    // Partial records join the next one into a single line.
-    let mut lines: Vec<(String, String)> = Vec::new();
-    let mut open: Option<(String, String)> = None;
-    for r in records {
-        let (time, mut text) = open.take().unwrap_or_else(|| (r.time_text.clone(), String::new()));
-        text.push_str(&r.text);
-        if r.partial {
-            open = Some((time, text));
-        } else {
-            lines.push((time, text));
-        }
+pub fn read(path: &Path, query: &LogQuery) -> Vec<u8> {
+    match RunLog::open(path) {
+        Ok((_, records)) => render(records, query),
+        Err(_) => Vec::new(),
     }
-    lines.extend(open);
-    let start = query.tail.map_or(0, |t| lines.len().saturating_sub(t));
-    let mut out = String::new();
-    for (time, text) in &lines[start..] {
-        if query.timestamps {
-            out.push_str(time);
-            out.push(' ');
-        }
-        out.push_str(text);
-        out.push('\n');
-        if query.limit_bytes.is_some_and(|l| out.len() >= l) {
-            out.truncate(query.limit_bytes.unwrap_or(out.len()));
+}
+
+/// Renders records of one run: `since` and `tail` apply, then the byte limit.
+pub fn render(records: Vec<Record>, query: &LogQuery) -> Vec<u8> {
+    let mut joiner = Joiner::default();
+    let lines = initial_lines(records, query, &mut joiner);
+    // A line the run left unfinished counts as a line once nothing more will come.
+    let open = joiner.finish().filter(|_| query.tail != Some(0));
+    let mut out = Vec::new();
+    let mut printer = Printer::new(query);
+    for line in lines.iter().chain(open.as_ref()) {
+        if printer.full() {
             break;
         }
+        printer.print(line, &mut out);
     }
     out
+}
+
+/// The whole lines of what is already written, after `since` and `tail`. A partial line
+/// at the end stays in `joiner`, for a follower to complete with what comes next.
+pub fn initial_lines(records: Vec<Record>, query: &LogQuery, joiner: &mut Joiner) -> Vec<Line> {
+    let mut lines: Vec<Line> = records.into_iter().filter(|r| query.since.is_none_or(|since| r.time >= since)).filter_map(|r| joiner.push(r)).collect();
+    if let Some(tail) = query.tail {
+        lines.drain(..lines.len().saturating_sub(tail));
+    }
+    lines
+}
+
+/// Reads one run's log as it grows: what is there at first, then what is appended,
+/// across rotations (when the file is renamed to `.log.1` and a new one begins).
+pub struct RunLog {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    /// Identity (device, inode) of the open file, to notice a rotation.
+    id: (u64, u64),
+    /// Bytes after the last newline: a record still being written.
+    carry: Vec<u8>,
+}
+
+fn file_id(meta: &std::fs::Metadata) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
+}
+
+impl RunLog {
+    /// Opens the run's log; returns it with every complete record written so far.
+    pub fn open(path: &Path) -> std::io::Result<(Self, Vec<Record>)> {
+        // The current file first, so a rotation right now cannot make us miss it; then
+        // the rotated one, unless it is the very file just opened.
+        let file = std::fs::File::open(path)?;
+        let id = file_id(&file.metadata()?);
+        let mut log = Self { path: path.to_owned(), file: Some(file), id, carry: Vec::new() };
+        let mut records = Vec::new();
+        let rotated = path.with_extension("log.1");
+        if let Ok(old) = std::fs::File::open(&rotated) {
+            if old.metadata().map(|m| file_id(&m)).ok() != Some(id) {
+                let mut old_log = Self { path: rotated, file: Some(old), id: (0, 0), carry: Vec::new() };
+                records.extend(old_log.read_file()?);
+            }
+        }
+        records.extend(log.read_file()?);
+        Ok((log, records))
+    }
+
+    /// The complete records appended since the last call. When the file was rotated,
+    /// the rest of the old file comes first, then the new file from its start.
+    pub fn next_records(&mut self) -> std::io::Result<Vec<Record>> {
+        let mut records = self.read_file()?;
+        let current = std::fs::metadata(&self.path).map(|m| file_id(&m));
+        if matches!(current, Ok(id) if id != self.id) {
+            if let Ok(file) = std::fs::File::open(&self.path) {
+                // Read the old file to its end once more: the writer may have added to it
+                // after the read above, before it rotated.
+                records.extend(self.read_file()?);
+                self.carry.clear();
+                self.id = file.metadata().map(|m| file_id(&m))?;
+                self.file = Some(file);
+                records.extend(self.read_file()?);
+            }
+        }
+        Ok(records)
+    }
+
+    fn read_file(&mut self) -> std::io::Result<Vec<Record>> {
+        use std::io::Read;
+        let Some(file) = self.file.as_mut() else { return Ok(Vec::new()) };
+        let mut buf = std::mem::take(&mut self.carry);
+        file.read_to_end(&mut buf)?;
+        let complete = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        self.carry = buf.split_off(complete);
+        Ok(buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()).filter_map(parse_record).collect())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
+
+    fn text(bytes: Vec<u8>) -> String {
+        String::from_utf8(bytes).unwrap()
+    }
 
     #[tokio::test]
     async fn records_rotate_and_read_back_as_kubectl_shows_them() {
@@ -270,15 +406,19 @@ mod tests {
         }
         out.write_all(b"no newline").await.unwrap();
         drop(out);
-        let all = read(&path, &LogQuery::default());
+        let all = text(read(&path, &LogQuery::default()));
         assert!(all.ends_with("line 199\nno newline\n"), "{all}");
         assert!(!all.starts_with("line 0\n"), "rotation keeps the size bounded");
         let size = std::fs::metadata(&path).unwrap().len() + std::fs::metadata(path.with_extension("log.1")).unwrap().len();
         assert!(size <= 2 * 4096, "{size}");
-        let tail = read(&path, &LogQuery { tail: Some(2), timestamps: true, ..Default::default() });
+        let tail = text(read(&path, &LogQuery { tail: Some(2), timestamps: true, ..Default::default() }));
         let lines: Vec<&str> = tail.lines().collect();
         assert_eq!(lines.len(), 2);
         assert!(lines[0].ends_with(" line 199") && lines[0].contains('T'), "{tail}");
+        let limited = read(&path, &LogQuery { tail: Some(2), limit_bytes: Some(12), ..Default::default() });
+        assert_eq!(text(limited), "line 199\nno ");
+        let future = chrono::Utc::now() + chrono::Duration::hours(1);
+        assert!(read(&path, &LogQuery { since: Some(future), ..Default::default() }).is_empty());
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -290,8 +430,35 @@ mod tests {
         let mut sink = log.sink("stderr");
         let long = "x".repeat(MAX_LINE * 2 + 5);
         sink.push(format!("{long}\n").as_bytes());
+        sink.push(b"\xff\xfe not utf-8\n");
         drop(sink);
-        assert_eq!(read(&path, &LogQuery::default()), format!("{long}\n"));
+        let mut want = format!("{long}\n").into_bytes();
+        want.extend_from_slice(b"\xff\xfe not utf-8\n");
+        assert_eq!(read(&path, &LogQuery::default()), want);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_follower_sees_appended_records_across_a_rotation() {
+        let dir = std::env::temp_dir().join(format!("wasmkube-logs-follow-{}", std::process::id()));
+        let path = run_log(&dir, 3);
+        // Records here are 46 and 82 bytes: the fourth write rotates, once.
+        let log = LogWriter::open(&path, 250).unwrap();
+        let mut sink = log.sink("stdout");
+        sink.push(b"first\n");
+        let (mut follower, records) = RunLog::open(&path).unwrap();
+        assert_eq!(records.len(), 1);
+        assert!(follower.next_records().unwrap().is_empty());
+        for i in 0..4 {
+            sink.push(format!("line {i} with some padding to fill the file\n").as_bytes());
+        }
+        assert!(path.with_extension("log.1").exists(), "the writer rotated");
+        let texts: Vec<String> = follower.next_records().unwrap().into_iter().map(|r| text(r.text)).collect();
+        assert_eq!(texts, (0..4).map(|i| format!("line {i} with some padding to fill the file")).collect::<Vec<_>>());
+        sink.push(b"half");
+        assert!(follower.next_records().unwrap().is_empty(), "a record without its newline is not read yet");
+        drop(sink);
+        assert_eq!(follower.next_records().unwrap().into_iter().map(|r| text(r.text)).collect::<Vec<_>>(), ["half"]);
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -259,7 +259,8 @@ impl Shared {
         self.update(|s| {
             for c in s.init.iter_mut().chain(s.main.iter_mut()) {
                 if let State::Running { started } = &c.state {
-                    c.state = State::Terminated(Terminated { exit_code: 137, reason: "Error".into(), message: Some(message.to_owned()), started: started.clone(), finished: status::now() });
+                    let (started, container_id) = (started.clone(), c.run_id.clone());
+                    c.state = State::Terminated(Terminated { exit_code: 137, reason: "Error".into(), message: Some(message.to_owned()), started, finished: status::now(), container_id });
                     c.ready = false;
                 } else if matches!(c.state, State::Waiting { .. }) {
                     c.waiting("ContainerCreating", None);
@@ -381,19 +382,24 @@ impl Shared {
             let _ = std::fs::remove_file(old.with_extension("log.1"));
             let _ = std::fs::remove_file(old);
         }
+        // Registered before the status says Running, so a follower who saw Running finds
+        // the run in progress.
+        let _running = RunningLog::new(&self.ctx, log_path.clone());
         let started = status::now();
         let (has_startup, has_readiness) = match which {
             Which::Main(_) => (container.startup_probe.is_some(), container.readiness_probe.is_some()),
             Which::Init(_) => (false, false),
         };
+        // The file exists before the status says Running, for the same reason.
+        let log = LogWriter::open(&log_path, self.ctx.log_max_bytes);
         self.update_container(which, |c| {
             c.state = State::Running { started: started.clone() };
             c.image_id = p.image_id.clone();
-            c.run_id = format!("wasm://{}/{}/{restarts}", self.uid, c.name);
+            c.run_id = status::run_id(&self.uid, &c.name, restarts);
             c.started = !has_startup;
             c.ready = !has_startup && !has_readiness;
         });
-        let log = match LogWriter::open(&log_path, self.ctx.log_max_bytes) {
+        let log = match log {
             Ok(l) => l,
             Err(e) => {
                 let message = format!("opening the container log {}: {e}", log_path.display());
@@ -401,7 +407,6 @@ impl Shared {
             }
         };
         let spec = self.run_spec(p, p.argv.clone(), &log);
-        let _running = RunningLog::new(&self.ctx, log_path.clone());
         let run = async {
             match &p.executor {
                 Executor::Command => self.ctx.runtime.run(spec).await,
@@ -414,7 +419,7 @@ impl Shared {
                 o = run => o,
                 failure = self.probe(i, p) => {
                     log.note(&failure);
-                    return self.finish(which, Terminated { exit_code: 137, reason: "Error".into(), message: Some(failure), started, finished: status::now() });
+                    return self.finish(which, Terminated { exit_code: 137, reason: "Error".into(), message: Some(failure), started, finished: status::now(), container_id: String::new() });
                 }
             },
         };
@@ -457,13 +462,15 @@ impl Shared {
             Outcome::Trapped(m) => ("Error", Some(m.clone())),
             Outcome::Failed(m) => ("StartError", Some(m.clone())),
         };
-        let term = Terminated { exit_code: outcome.exit_code(), reason: reason.into(), message, started, finished: status::now() };
+        let term = Terminated { exit_code: outcome.exit_code(), reason: reason.into(), message, started, finished: status::now(), container_id: String::new() };
         self.finish(which, term)
     }
 
-    fn finish(&self, which: Which, term: Terminated) -> Terminated {
+    /// Records how the current run ended; the returned state names the run.
+    fn finish(&self, which: Which, mut term: Terminated) -> Terminated {
         tracing::info!(pod = %format!("{}/{}", self.namespace, self.name), container = %self.container(which).name, exit_code = term.exit_code, reason = %term.reason, "container ended");
         self.update_container(which, |c| {
+            term.container_id = c.run_id.clone();
             c.state = State::Terminated(term.clone());
             c.ready = false;
         });

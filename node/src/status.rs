@@ -15,6 +15,8 @@ pub struct Terminated {
     pub message: Option<String>,
     pub started: String,
     pub finished: String,
+    /// The run that ended (`run_id` of [`Container`]): where its logs are found.
+    pub container_id: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,8 +75,8 @@ impl Container {
             if let Some(m) = &t.message {
                 v["message"] = json!(m);
             }
-            if !self.run_id.is_empty() {
-                v["containerID"] = json!(self.run_id);
+            if !t.container_id.is_empty() {
+                v["containerID"] = json!(t.container_id);
             }
             json!({"terminated": v})
         };
@@ -136,11 +138,22 @@ impl PodState {
             if let Some(prev) = old.into_iter().flatten().find(|s| s.name == c.name) {
                 s.restarts = u32::try_from(prev.restart_count).unwrap_or(0);
                 s.last = prev.last_state.as_ref().and_then(|l| l.terminated.as_ref()).map(restore_terminated);
+                s.run_id = prev.container_id.clone().unwrap_or_default();
                 if let Some(t) = prev.state.as_ref().and_then(|st| st.terminated.as_ref()) {
                     s.state = State::Terminated(restore_terminated(t));
-                } else if prev.state.as_ref().is_some_and(|st| st.running.is_some()) {
-                    // It was running when the node went away: like a reboot, it runs again.
+                } else if let Some(running) = prev.state.as_ref().and_then(|st| st.running.as_ref()) {
+                    // It was running when the node went away: like a reboot, it runs again,
+                    // and the interrupted run becomes its last state (kubelet's `Unknown`, 255),
+                    // so `kubectl logs --previous` reads it.
                     s.restarts += 1;
+                    s.last = Some(Terminated {
+                        exit_code: 255,
+                        reason: "Unknown".into(),
+                        message: None,
+                        started: running.started_at.as_ref().map(|t| t.0.to_string()).unwrap_or_default(),
+                        finished: now(),
+                        container_id: s.run_id.clone(),
+                    });
                 }
             }
             s
@@ -206,7 +219,18 @@ fn restore_terminated(t: &k8s_openapi::api::core::v1::ContainerStateTerminated) 
         message: t.message.clone(),
         started: t.started_at.as_ref().map(|t| t.0.to_string()).unwrap_or_default(),
         finished: t.finished_at.as_ref().map(|t| t.0.to_string()).unwrap_or_default(),
+        container_id: t.container_id.clone().unwrap_or_default(),
     }
+}
+
+/// The ID of one run of a container, read like a container ID: `wasm://<pod uid>/<name>/<restart>`.
+pub fn run_id(pod_uid: &str, container: &str, restart: u32) -> String {
+    format!("wasm://{pod_uid}/{container}/{restart}")
+}
+
+/// The restart number a run ID names (which log file holds the run's output).
+pub fn run_number(run_id: &str) -> Option<u32> {
+    run_id.strip_prefix("wasm://")?.rsplit('/').next()?.parse().ok()
 }
 
 /// Whether `restartPolicy` restarts a container that ended with `exit_code`.
@@ -228,7 +252,7 @@ mod tests {
             "metadata": {"name": "p"},
             "spec": {"containers": [{"name": "a", "image": "i"}, {"name": "b", "image": "i"}, {"name": "c", "image": "i"}]},
             "status": {"phase": "Running", "startTime": "2026-01-01T00:00:00Z", "containerStatuses": [
-                {"name": "a", "image": "i", "imageID": "", "ready": true, "restartCount": 2, "state": {"running": {"startedAt": "2026-01-01T00:00:01Z"}}},
+                {"name": "a", "image": "i", "imageID": "", "ready": true, "restartCount": 2, "containerID": "wasm://u/a/2", "state": {"running": {"startedAt": "2026-01-01T00:00:01Z"}}},
                 {"name": "b", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
                  "state": {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": "2026-01-01T00:00:01Z", "finishedAt": "2026-01-01T00:00:02Z"}}}]}
         }))
@@ -236,12 +260,16 @@ mod tests {
         let mut s = PodState::from_pod(&pod, "127.0.0.1");
         assert_eq!(s.start_time, "2026-01-01T00:00:00Z");
         assert_eq!(s.main[0].restarts, 3);
+        let interrupted = s.main[0].last.clone().unwrap();
+        assert_eq!((interrupted.exit_code, interrupted.reason.as_str(), interrupted.container_id.as_str()), (255, "Unknown", "wasm://u/a/2"));
         assert_eq!(s.main[1].terminated().map(|t| t.reason.as_str()), Some("Completed"));
         assert_eq!(s.main[2].state, State::Waiting { reason: "ContainerCreating".into(), message: None });
         let v = s.to_json();
         assert_eq!(v["conditions"][1]["status"], "True", "no init containers: initialized");
         assert_eq!(v["conditions"][3]["status"], "False");
         assert_eq!(v["containerStatuses"][2]["state"]["waiting"]["reason"], "ContainerCreating");
+        assert_eq!(run_number(&run_id("u-1", "c", 12)), Some(12));
+        assert_eq!(run_number("containerd://abc"), None);
         assert!(restarts("Always", 0) && restarts("OnFailure", 1) && !restarts("OnFailure", 0) && !restarts("Never", 1));
     }
 }

@@ -436,7 +436,7 @@ mod tests {
         let argv = argv.iter().map(|a| a.to_string()).collect();
         let spec = RunSpec { module: path, digest, argv, env: vec![("MESSAGE".into(), "hi".into())], mounts: vec![], memory_limit: memory, cpu_millis: None, stdout: log.sink("stdout"), stderr: log.sink("stderr"), stdin: vec![] };
         let outcome = rt.run(spec).await;
-        (outcome, crate::logs::read(&log_path, &Default::default()))
+        (outcome, crate::logs::read_text(&log_path, &Default::default()))
     }
 
     async fn run(rt: &WasmRuntime, dir: &Path, wat: &str, memory: Option<u64>) -> (Outcome, String) {
@@ -527,7 +527,7 @@ mod tests {
         ];
         let spec = RunSpec { module: example("envdump.wasm"), digest: "envdump".into(), argv, env: vec![], mounts, memory_limit: None, cpu_millis: None, stdout: log.sink("stdout"), stderr: log.sink("stderr"), stdin: vec![] };
         assert_eq!(rt.run(spec).await, Outcome::Exited(0));
-        let out = crate::logs::read(&log_path, &Default::default());
+        let out = crate::logs::read_text(&log_path, &Default::default());
         assert!(out.contains("== file /config/app.conf\na=1\n"), "{out}");
         assert!(out.lines().any(|l| l.starts_with("== error /config/x: ")), "{out}");
         assert!(out.contains("== wrote /data/out.txt"), "{out}");

@@ -4,5 +4,6 @@
 mod api;
 mod bad_input;
 mod harness;
+mod logs;
 mod node;
 mod registry;

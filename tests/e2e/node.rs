@@ -4,11 +4,10 @@
 use crate::harness::{wait_for, Cluster};
 
 /// What the container printed, as `kubectl logs` shows it.
-fn logs(c: &Cluster, pod: &str, _extra: &[&str]) -> String {
-    let root = c.data_dir.join("node/logs");
-    let dir = std::fs::read_dir(&root).unwrap().flatten().find(|d| d.file_name().to_string_lossy().starts_with(&format!("default_{pod}_"))).expect("pod log dir");
-    let text = std::fs::read_to_string(dir.path().join("main/0.log")).unwrap_or_default();
-    text.lines().map(|l| l.splitn(4, ' ').nth(3).unwrap_or("").to_owned() + "\n").collect()
+fn logs(c: &Cluster, pod: &str, extra: &[&str]) -> String {
+    let mut args = vec!["logs", pod];
+    args.extend_from_slice(extra);
+    c.ok(&args)
 }
 
 fn pod(name: &str, image: &str, policy: &str, args: &[&str]) -> String {

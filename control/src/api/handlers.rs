@@ -110,10 +110,7 @@ pub fn get(state: &ApiState, addr: &Address, query: &Query, wanted: Wanted) -> A
     let obj = state.store.get(&addr.key()).map_err(|e| store_error(addr.target(), e))?.ok_or_else(|| ApiError::NotFound(addr.target()))?;
     match addr.sub {
         Some(Subresource::Scale) => Ok(json_response(StatusCode::OK, &scale_view(&obj))),
-        Some(Subresource::Log) => Err(ApiError::BadRequest(format!(
-            "logs of pod \"{}\" are not available: no node agent runs it yet",
-            addr.name.as_deref().unwrap_or_default()
-        ))),
+        // `pods/log` never gets here: it streams from the node (see `logs::serve`).
         _ => Ok(render(StatusCode::OK, addr.resource, &obj, wanted, query)),
     }
 }

@@ -6,6 +6,7 @@
 pub mod defaults;
 pub mod discovery;
 pub mod handlers;
+pub mod logs;
 pub mod patch;
 pub mod protobuf;
 pub mod request;
@@ -67,6 +68,19 @@ async fn dispatch(State(state): State<SharedState>, req: Request) -> Response {
     }
     if !authorized(&req, &state.admin_token) {
         return ApiError::Unauthorized.into_response();
+    }
+    // Pod logs stream from the pod's node for as long as they last: served on their own,
+    // off the synchronous handlers.
+    if req.method() == Method::GET {
+        if let Some((namespace, name)) = logs::log_path(&path) {
+            let query = Query::parse(req.uri().query());
+            return logs::serve(state, namespace, name, query).await.unwrap_or_else(|e| {
+                if matches!(e, ApiError::Internal(_)) {
+                    tracing::warn!(%path, error = %e, "pod log request failed");
+                }
+                e.into_response()
+            });
+        }
     }
     let declared = req.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {

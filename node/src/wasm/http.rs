@@ -362,7 +362,7 @@ mod tests {
 
     impl TestServer {
         fn log(&self) -> String {
-            crate::logs::read(&self.log_path, &Default::default())
+            crate::logs::read_text(&self.log_path, &Default::default())
         }
     }
 
