@@ -257,7 +257,91 @@ fn deletion_stops_pods_and_a_restarted_node_brings_them_back_without_recompiling
         (s.starts_with("Running 1 ") && s.len() > "Running 1 ".len()).then_some(())
     });
     let log = c.log();
-    let ready = log.lines().find(|l| l.contains("wasm module ready")).unwrap_or_else(|| panic!("no module load logged:\n{log}"));
+    let ready = log.lines().find(|l| l.contains("wasm artifact ready")).unwrap_or_else(|| panic!("no module load logged:\n{log}"));
     assert!(ready.contains("cache_hits=1") && ready.contains("cache_misses=0"), "the module came from the compiled-code cache: {ready}");
     c.stop();
+}
+
+/// `curl -s` of a URL: (HTTP status, body); status 0 when nothing answers.
+fn curl(url: &str) -> (u16, String) {
+    let out = std::process::Command::new("curl").args(["-s", "-m", "10", "-o", "-", "-w", "\n%{http_code}", url]).output().expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+#[test]
+fn http_pods_serve_on_their_pod_ip_next_to_a_busy_neighbour() {
+    let (c, _dir) = Cluster::start();
+    let wagi = c.push_example("hello-wagi");
+    let component = c.push_example("hello-http");
+    let hostile = c.push_example("hostile");
+    c.apply(&format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: hello
+  annotations: {{wasmkube.io/executor: wagi}}
+spec:
+  containers:
+  - name: hello
+    image: "{wagi}"
+    ports: [{{containerPort: 8080, name: http}}]
+    readinessProbe: {{httpGet: {{path: /, port: http}}, periodSeconds: 1}}
+    livenessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: component}}
+spec:
+  containers:
+  - name: hello
+    image: "{component}"
+    ports: [{{containerPort: 8080}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: spinner}}
+spec:
+  containers:
+  - name: spin
+    image: "{hostile}"
+    args: ["loop"]
+"#
+    ));
+    c.wait_jsonpath(&["pod", "hello"], "{.status.conditions[?(@.type==\"Ready\")].status}", "True", 60);
+    c.wait_jsonpath(&["pod", "spinner"], "{.status.phase}", "Running", 60);
+    let ip = c.jsonpath(&["pod", "hello"], "{.status.podIP}");
+    assert!(ip.starts_with("127.") && ip != "127.0.0.1", "pod IP {ip}");
+    let (status, body) = curl(&format!("http://{ip}:8080/"));
+    assert_eq!((status, body.as_str()), (200, "hello from hello\n"));
+    let (status, _) = curl(&format!("http://{ip}:8080/status/404"));
+    assert_eq!(status, 404);
+    // Per-request handlers' stderr is the container log.
+    let log = wait_for(30, "the request in the log", || {
+        let l = logs(&c, "hello", &[]);
+        l.contains("hello-wagi: GET /").then_some(l)
+    });
+    assert!(log.contains("hello-wagi: GET /status/404"), "{log}");
+
+    c.wait_jsonpath(&["pod", "component"], "{.status.conditions[?(@.type==\"Ready\")].status}", "True", 60);
+    let cip = c.jsonpath(&["pod", "component"], "{.status.podIP}");
+    assert_ne!(cip, ip);
+    let (status, body) = wait_for(30, "the wasi:http component to answer", || {
+        let r = curl(&format!("http://{cip}:8080/"));
+        (r.0 != 0).then_some(r)
+    });
+    assert_eq!(status, 200);
+    assert!(body.contains("hello from wasi:http"), "{body}");
+
+    // A module spinning with no CPU limit does not starve the HTTP pods.
+    for _ in 0..20 {
+        assert_eq!(curl(&format!("http://{ip}:8080/")).0, 200);
+    }
+    assert_eq!(c.jsonpath(&["pod", "hello"], "{.status.containerStatuses[0].restartCount}"), "0");
+
+    // Deleting the pod stops its server: the address stops answering.
+    c.ok(&["delete", "pod", "hello", "--timeout=30s"]);
+    assert_eq!(curl(&format!("http://{ip}:8080/")).0, 0, "nothing listens on a deleted pod's address");
+    assert_eq!(c.jsonpath(&["nodes"], "{.items[0].status.conditions[?(@.type==\"Ready\")].status}"), "True");
 }
