@@ -12,7 +12,7 @@
 //!   its share (100m: 10 ms of running, then 90 ms of waiting).
 //! - Memory and table growth go through a limiter; passing `limits.memory` traps the
 //!   instance and the run ends as OOMKilled.
-//! - Instances come from wasmtime's pooling allocator (see [`pooling`]).
+//! - Instances come from wasmtime's pooling allocator, sized in `pooling()`.
 
 mod cgi;
 mod http;
@@ -184,7 +184,7 @@ enum Prepared {
 ///   instantiation fails and the run ends Failed (an HTTP request gets a 503).
 /// - A component instantiates several core modules (the program, the adapter, shims), so
 ///   core instances and tables get twice the memory count.
-pub fn pooling() -> PoolingAllocationConfig {
+fn pooling() -> PoolingAllocationConfig {
     const SLOTS: u32 = 1000;
     let mut pool = PoolingAllocationConfig::default();
     pool.total_memories(SLOTS)

@@ -253,15 +253,20 @@ impl Server {
         let guest = tokio::spawn(async move {
             let _slot = slot;
             let run = async {
-                let proxy = pre.instantiate_async(&mut store).await?;
-                proxy.wasi_http_incoming_handler().call_handle(&mut store, request, response_out).await
+                let proxy = pre.instantiate_async(&mut store).await.map_err(|e| (true, e))?;
+                proxy.wasi_http_incoming_handler().call_handle(&mut store, request, response_out).await.map_err(|e| (false, e))
             };
             let ended = tokio::select! {
                 r = tokio::time::timeout(timeout, run) => r,
                 _ = shutdown.changed() => return None,
             };
             let oom = store.data().limiter.oom;
-            Some(ended.map(|r| r.map_err(|e| (e, oom))))
+            Some(match ended {
+                Err(_) => RequestEnd::TimedOut,
+                Ok(Ok(())) => RequestEnd::Finished,
+                Ok(Err((true, e))) => RequestEnd::Failed(super::instantiation_failure(e, oom)),
+                Ok(Err((false, e))) => RequestEnd::Failed(super::ended(e, oom)),
+            })
         });
         match receiver.await {
             Ok(Ok(resp)) => {
@@ -269,34 +274,27 @@ impl Server {
                 let log = self.spec.log.clone();
                 let what = describe(&parts);
                 tokio::spawn(async move {
-                    if let Ok(Some(ended)) = guest.await {
-                        if let Some(reason) = late_failure(ended, timeout, memory) {
-                            log.note(&format!("{what}: {reason}"));
-                        }
-                    }
+                    let reason = match guest.await {
+                        Ok(Some(RequestEnd::TimedOut)) => format!("stopped at the request timeout of {timeout:?}"),
+                        Ok(Some(RequestEnd::Failed(outcome))) if outcome != Outcome::Exited(0) => failure_reason(outcome, memory).1,
+                        _ => return,
+                    };
+                    log.note(&format!("{what}: {reason}"));
                 });
                 resp
             }
             Ok(Err(code)) => self.failed(&parts, StatusCode::INTERNAL_SERVER_ERROR, &format!("the handler answered with error {code:?}")),
             Err(_) => match guest.await {
-                Ok(Some(Err(_elapsed))) => self.timed_out(&parts),
-                Ok(Some(Ok(Err((e, oom))))) => {
-                    let outcome = if oom { Outcome::OomKilled } else { super::ended(e, false) };
-                    self.outcome_failed(&parts, outcome, memory)
-                }
-                Ok(Some(Ok(Ok(())))) => self.failed(&parts, StatusCode::INTERNAL_SERVER_ERROR, "the handler returned without setting a response"),
+                Ok(Some(RequestEnd::TimedOut)) => self.timed_out(&parts),
+                Ok(Some(RequestEnd::Failed(outcome))) => self.outcome_failed(&parts, outcome, memory),
+                Ok(Some(RequestEnd::Finished)) => self.failed(&parts, StatusCode::INTERNAL_SERVER_ERROR, "the handler returned without setting a response"),
                 Ok(None) | Err(_) => plain(StatusCode::SERVICE_UNAVAILABLE),
             },
         }
     }
 
     fn outcome_failed(&self, parts: &Parts, outcome: Outcome, memory: usize) -> Response<HyperOutgoingBody> {
-        let (status, reason) = match outcome {
-            Outcome::Exited(code) => (StatusCode::INTERNAL_SERVER_ERROR, format!("the handler exited with code {code}")),
-            Outcome::OomKilled => (StatusCode::INTERNAL_SERVER_ERROR, format!("OOMKilled: memory limit of {memory} bytes exceeded")),
-            Outcome::Trapped(m) => (StatusCode::INTERNAL_SERVER_ERROR, m),
-            Outcome::Failed(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
-        };
+        let (status, reason) = failure_reason(outcome, memory);
         self.failed(parts, status, &reason)
     }
 
@@ -313,13 +311,21 @@ impl Server {
     }
 }
 
-/// What went wrong with a `wasi:http` request whose response had already started, if anything.
-fn late_failure(ended: Result<Result<(), (wasmtime::Error, bool)>, tokio::time::error::Elapsed>, timeout: Duration, memory: usize) -> Option<String> {
-    match ended {
-        Ok(Ok(())) => None,
-        Err(_) => Some(format!("stopped at the request timeout of {timeout:?}")),
-        Ok(Err((_, true))) => Some(format!("OOMKilled: memory limit of {memory} bytes exceeded")),
-        Ok(Err((e, false))) => Some(format!("{e:#}")),
+/// How a `wasi:http` guest's run ended; `None` from its task when the server was dropped.
+enum RequestEnd {
+    Finished,
+    Failed(Outcome),
+    TimedOut,
+}
+
+/// The status and the log note for a request whose instance did not end well: 503 when no
+/// instance could be had (e.g. the pool is full), else 500.
+fn failure_reason(outcome: Outcome, memory: usize) -> (StatusCode, String) {
+    match outcome {
+        Outcome::Exited(code) => (StatusCode::INTERNAL_SERVER_ERROR, format!("the handler exited with code {code}")),
+        Outcome::OomKilled => (StatusCode::INTERNAL_SERVER_ERROR, format!("OOMKilled: memory limit of {memory} bytes exceeded")),
+        Outcome::Trapped(m) => (StatusCode::INTERNAL_SERVER_ERROR, m),
+        Outcome::Failed(m) => (StatusCode::SERVICE_UNAVAILABLE, m),
     }
 }
 
@@ -612,6 +618,17 @@ mod tests {
         assert_eq!(log.lines().filter(|l| *l == "hello-http: GET /").count(), 3, "{log}");
         assert!(log.contains("request GET /busy: stopped at the request timeout of 2s"), "{log}");
         server.task.abort();
+
+        // Memory too small for the handler's own memories: every request is OOMKilled.
+        let small = temp_dir("wasi-http-small");
+        let mut small_spec = self::spec(&small, example("hello-http.wasm"), HttpKind::WasiHttp);
+        small_spec.memory_limit = Some(64 << 10);
+        let server = start(&rt, &small, small_spec).await;
+        assert_eq!(request(server.addr, "GET", "/", &[], "").await.status, 500);
+        let log = server.log();
+        assert!(log.contains("request GET /: OOMKilled: memory limit of 65536 bytes exceeded"), "{log}");
+        server.task.abort();
+        let _ = std::fs::remove_dir_all(small);
         let _ = std::fs::remove_dir_all(dir);
     }
 
