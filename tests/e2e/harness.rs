@@ -69,15 +69,7 @@ impl Cluster {
             .stderr(log)
             .spawn()
             .expect("spawn wasmkube");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let rx = lines_of(child.stdout.take().expect("stdout"));
         let deadline = Instant::now() + Duration::from_secs(60);
         let (api, registry) = loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -271,6 +263,27 @@ impl Cluster {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
     }
+}
+
+/// The lines a child process writes, as they come.
+pub fn lines_of(out: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Runs a prepared curl command, returning (HTTP status, body); status 0 when nothing answered.
+pub fn curl_with(mut c: Command) -> (u16, String) {
+    let out = c.args(["-o", "-", "-w", "\n%{http_code}"]).output().expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
 }
 
 /// Poll `f` until it returns `Some`, or return `None` after `secs` seconds.

@@ -2,9 +2,7 @@
 //! container's log file, with the `job` example (see wasm-examples/README.md).
 
 use crate::harness::{wait_for, Cluster};
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// A pod running the `job` example once (`restartPolicy: Never`).
@@ -25,14 +23,12 @@ fn node_port(cluster: &Cluster) -> String {
 /// GET on the node's endpoint (its certificate is self-signed: not verified); (status, body).
 fn node_get(port: &str, path: &str, token: Option<&str>) -> (u16, String) {
     let mut c = Command::new("curl");
-    c.args(["-sS", "-k", "-o", "-", "-w", "\n%{http_code}"]);
+    c.args(["-sS", "-k"]);
     if let Some(t) = token {
         c.arg("-H").arg(format!("Authorization: Bearer {t}"));
     }
-    let out = c.arg(format!("https://127.0.0.1:{port}{path}")).output().expect("run curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_owned())
+    c.arg(format!("https://127.0.0.1:{port}{path}"));
+    crate::harness::curl_with(c)
 }
 
 #[test]
@@ -177,14 +173,7 @@ fn follow_streams_live_and_ends_when_the_container_exits() {
 
     let mut child = cluster.kubectl_cmd(&["logs", "-f", "sleeper"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run kubectl logs -f");
     let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = crate::harness::lines_of(stdout);
     let mut lines = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     // The first tick arrives while the container still runs: the log is streamed, not

@@ -11,8 +11,14 @@ fn logs(c: &Cluster, pod: &str, extra: &[&str]) -> String {
 }
 
 fn pod(name: &str, image: &str, policy: &str, args: &[&str]) -> String {
+    pod_with(name, image, policy, "", args, "")
+}
+
+/// A one-container pod; `spec_extra` and `container_extra` are YAML lines for the pod spec
+/// and the container.
+fn pod_with(name: &str, image: &str, policy: &str, spec_extra: &str, args: &[&str], container_extra: &str) -> String {
     let args = serde_json::to_string(args).unwrap();
-    format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: {policy}\n  containers:\n  - {{name: main, image: \"{image}\", args: {args}}}\n")
+    format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: {policy}\n{spec_extra}  containers:\n  - name: main\n    image: \"{image}\"\n    args: {args}\n{container_extra}")
 }
 
 #[test]
@@ -165,9 +171,7 @@ fn hostile_modules_end_in_clear_states_and_the_node_stays_ready() {
     c.wait_jsonpath(&["pod", "bystander"], "{.status.phase}", "Running", 60);
 
     let limited = |name: &str, mode: &str, extra: &str| {
-        format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: Never\n{extra}  containers:\n  - name: main\n    image: \"{hostile}\"\n    args: [\"{mode}\"]\n    resources: {{limits: {{memory: 32Mi, cpu: 100m}}}}\n"
-        )
+        pod_with(name, &hostile, "Never", extra, &[mode], "    resources: {limits: {memory: 32Mi, cpu: 100m}}\n")
     };
     c.apply(&limited("spin", "loop", "  activeDeadlineSeconds: 3\n"));
     c.apply(&limited("hog", "memory", ""));
@@ -211,9 +215,7 @@ fn probes_restart_on_liveness_and_gate_readiness() {
     let job = c.push_example("job");
     // Exec probes run a fresh instance of the container's module: `job 0` passes, `job 1` fails.
     let probed = |name: &str, kind: &str, code: &str| {
-        format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  containers:\n  - name: main\n    image: \"{job}\"\n    args: [\"sleep\", \"600\"]\n    {kind}: {{exec: {{command: [job, \"{code}\"]}}, periodSeconds: 1, failureThreshold: 2}}\n"
-        )
+        pod_with(name, &job, "Always", "", &["sleep", "600"], &format!("    {kind}: {{exec: {{command: [job, \"{code}\"]}}, periodSeconds: 1, failureThreshold: 2}}\n"))
     };
     c.apply(&probed("live-ok", "livenessProbe", "0"));
     c.apply(&probed("live-bad", "livenessProbe", "1"));
@@ -264,10 +266,9 @@ fn deletion_stops_pods_and_a_restarted_node_brings_them_back_without_recompiling
 
 /// `curl -s` of a URL: (HTTP status, body); status 0 when nothing answers.
 fn curl(url: &str) -> (u16, String) {
-    let out = std::process::Command::new("curl").args(["-s", "-m", "10", "-o", "-", "-w", "\n%{http_code}", url]).output().expect("run curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_owned())
+    let mut c = std::process::Command::new("curl");
+    c.args(["-s", "-m", "10", url]);
+    crate::harness::curl_with(c)
 }
 
 #[test]
