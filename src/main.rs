@@ -53,6 +53,14 @@ struct UpArgs {
     /// Run the control plane only, without the in-process node agent
     #[arg(long)]
     no_node: bool,
+    /// A node silent (no Lease renewal) this long is marked Unknown and tainted
+    /// unreachable (upstream: 40s)
+    #[arg(long, default_value = "20s", value_parser = node::parse_duration)]
+    node_monitor_grace_period: std::time::Duration,
+    /// tolerationSeconds of the not-ready/unreachable NoExecute tolerations every pod gets:
+    /// how long its pods stay on an unreachable node before eviction (upstream: 300)
+    #[arg(long, default_value_t = 30)]
+    default_unreachable_toleration_seconds: i64,
     #[command(flatten)]
     node: node::NodeArgs,
 }
@@ -125,10 +133,20 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let (stop, shutdown) = Shutdown::new();
     let (registry_addr, registry) = start_registry(&data_dir.join("registry"), &args.registry_addr, shutdown.clone()).await?;
     let shutdown_node = shutdown.clone();
-    let cp = ControlPlane::start(ControlPlaneConfig { data_dir: data_dir.clone(), api_addr: args.api_addr }, shutdown)
+    let cp = ControlPlane::start(ControlPlaneConfig { data_dir: data_dir.clone(), api_addr: args.api_addr, default_toleration_seconds: args.default_unreachable_toleration_seconds }, shutdown)
         .await
         .context("starting the control plane")?;
     tracing::info!(dns = %args.dns_addr, "DNS is not part of this build yet");
+    let controllers = {
+        let kube = wasmkube_node::agent::kube_config_from_file(&cp.kubeconfig).await?;
+        let mut stop = shutdown_node.clone();
+        tokio::spawn(async move {
+            let settings = wasmkube_control::controllers::manager::Settings { node_monitor_grace: args.node_monitor_grace_period };
+            if let Err(e) = wasmkube_control::controllers::manager::run(kube, settings, async move { stop.wait().await }).await {
+                tracing::error!(error = format!("{e:#}"), "the controller manager stopped");
+            }
+        })
+    };
     let node = if args.no_node {
         None
     } else {
@@ -155,6 +173,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     if let Some(node) = node {
         let _ = node.await;
     }
+    let _ = controllers.await;
     cp.join().await;
     let _ = registry.await;
     Ok(())

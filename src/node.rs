@@ -21,6 +21,9 @@ pub struct NodeArgs {
     /// First crash-loop back-off; it doubles up to 5m (kubelet's is 10s)
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub backoff_base: Duration,
+    /// How often the node renews its Lease (its heartbeat; kubelet's is 10s)
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub lease_renew_interval: Duration,
     /// A registry (`host:port`) to pull from over plain HTTP; loopback registries always are (repeatable)
     #[arg(long = "insecure-registry")]
     pub insecure_registries: Vec<String>,
@@ -84,6 +87,7 @@ impl NodeArgs {
             pod_cidr: self.pod_cidr.clone(),
             max_pods: self.max_pods,
             backoff_base: self.backoff_base,
+            lease_renew: self.lease_renew_interval,
             insecure_registries: self.insecure_registries.clone(),
             log_max_bytes: log_max,
             server_addr,

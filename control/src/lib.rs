@@ -4,6 +4,7 @@
 pub mod api;
 pub mod auth;
 pub mod controllers;
+pub mod quantity;
 pub mod store;
 
 use api::request::{Address, Query};
@@ -51,6 +52,8 @@ pub struct ControlPlaneConfig {
     pub data_dir: PathBuf,
     /// `HOST:PORT`; port 0 picks a free one.
     pub api_addr: String,
+    /// tolerationSeconds of the default not-ready/unreachable tolerations pods get.
+    pub default_toleration_seconds: i64,
 }
 
 /// A running control plane.
@@ -79,10 +82,12 @@ impl ControlPlane {
         let server_url = if server_host.contains(':') { format!("https://[{server_host}]:{}", api_addr.port()) } else { format!("https://{server_host}:{}", api_addr.port()) };
         creds.write_kubeconfig(&kubeconfig, &server_url)?;
 
+        api::defaults::set_default_toleration_seconds(cfg.default_toleration_seconds);
         let state: SharedState = Arc::new(ApiState {
             store,
             admin_token: creds.admin_token.clone(),
             namespace_deleted: Default::default(),
+            evictions: Default::default(),
         });
         bootstrap(&state)?;
 
@@ -94,8 +99,7 @@ impl ControlPlane {
                 tracing::error!(error = %e, "API server stopped");
             }
         }));
-        tasks.push(tokio::spawn(controllers::namespace::run(state.clone(), shutdown.clone())));
-        tasks.push(tokio::spawn(controllers::scheduler::run(state.clone(), shutdown)));
+        tasks.push(tokio::spawn(controllers::namespace::run(state.clone(), shutdown)));
         tracing::info!(addr = %api_addr, "API server listening");
         Ok(Self { api_addr, kubeconfig, state, tasks })
     }

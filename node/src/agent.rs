@@ -23,8 +23,6 @@ use tokio::sync::watch;
 /// How the agent reaches the API server (re-exported for the binary).
 pub use kube::Config as KubeConfig;
 
-/// How often the Lease is renewed (kubelet's default is a quarter of its 40 s duration).
-const LEASE_RENEW: Duration = Duration::from_secs(10);
 const LEASE_DURATION_SECONDS: i32 = 40;
 /// How often the Node's conditions are re-posted with a fresh heartbeat.
 const STATUS_EVERY: Duration = Duration::from_secs(60);
@@ -47,6 +45,9 @@ pub struct NodeConfig {
     pub max_pods: u32,
     /// The first crash-loop back-off; it doubles up to five minutes.
     pub backoff_base: Duration,
+    /// How often the node's Lease is renewed (kubelet's 10 s); the control plane marks the
+    /// node Unknown when it hears nothing for its grace period.
+    pub lease_renew: Duration,
     /// `host:port`s of registries reached over plain HTTP (loopback always is).
     pub insecure_registries: Vec<String>,
     /// Size at which a container's log file is rotated.
@@ -167,7 +168,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl std::future::Future<Output = ()
     let server = tokio::spawn(server::serve(listener, tls, server_state, async move {
         let _ = server_stop.wait_for(|s| *s).await;
     }));
-    let heartbeat = tokio::spawn(heartbeat(client.clone(), cfg.name.clone(), node_status(&cfg, port)));
+    let heartbeat = tokio::spawn(heartbeat(client.clone(), cfg.name.clone(), node_status(&cfg, port), cfg.lease_renew));
     let mut workers = tokio::task::JoinSet::new();
     tokio::select! {
         _ = sync_pods(ctx.clone(), &mut workers) => {}
@@ -267,7 +268,7 @@ async fn register(client: &kube::Client, cfg: &NodeConfig, port: u16) -> anyhow:
 }
 
 /// Renews the Lease every few seconds and re-posts the Node conditions now and then.
-async fn heartbeat(client: kube::Client, name: String, mut status: serde_json::Value) {
+async fn heartbeat(client: kube::Client, name: String, mut status: serde_json::Value, every: Duration) {
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
     let nodes: Api<Node> = Api::all(client);
     let mut last_status = tokio::time::Instant::now();
@@ -294,7 +295,7 @@ async fn heartbeat(client: kube::Client, name: String, mut status: serde_json::V
             }
             last_status = tokio::time::Instant::now();
         }
-        tokio::time::sleep(LEASE_RENEW).await;
+        tokio::time::sleep(every).await;
     }
 }
 

@@ -53,8 +53,19 @@ impl Cluster {
         (c, dir)
     }
 
+    /// A fresh cluster with extra `wasmkube up` flags.
+    pub fn start_with(extra: &[&str]) -> (Self, TempDir) {
+        let dir = TempDir::new("cluster");
+        let c = Self::start_in_with(dir.path(), extra);
+        (c, dir)
+    }
+
     /// Start on `data_dir`, which may hold an earlier cluster's state.
     pub fn start_in(data_dir: &Path) -> Self {
+        Self::start_in_with(data_dir, &[])
+    }
+
+    fn start_in_with(data_dir: &Path, extra: &[&str]) -> Self {
         let stderr_log = data_dir.join(format!("wasmkube-{}.log", unique()));
         let log = std::fs::File::create(&stderr_log).expect("log file");
         let mut child = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
@@ -65,6 +76,7 @@ impl Cluster {
             // clusters of tests running side by side from binding the same pod addresses.
             .args(["--backoff-base", "200ms", "--pod-cidr"])
             .arg(pod_cidr_for(data_dir))
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -223,19 +235,83 @@ impl Drop for Cluster {
 }
 
 /// A /16 inside 127/8 chosen from the data directory, so a cluster keeps its pod CIDR
-/// across restarts and clusters of concurrent tests rarely share one.
+/// across restarts and clusters of concurrent tests rarely share one. The `up` node takes
+/// its first quarter; nodes that join take the others ([`Cluster::join_node`]).
 fn pod_cidr_for(data_dir: &Path) -> String {
+    node_cidr(data_dir, 0)
+}
+
+fn node_cidr(data_dir: &Path, quarter: u8) -> String {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     data_dir.hash(&mut h);
-    format!("127.{}.0.0/16", 2 + h.finish() % 250)
+    format!("127.{}.{}.0/18", 2 + h.finish() % 250, quarter * 64)
+}
+
+/// A `wasmkube node` process joined to a cluster; killed when dropped.
+pub struct NodeAgent {
+    child: Child,
+    pub name: String,
+    _dir: TempDir,
+}
+
+impl NodeAgent {
+    /// Kills the agent at once, as a crashed machine would stop.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NodeAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Cluster {
+    /// Starts a second (`n` = 1), third (2) or fourth (3) node agent joining this cluster,
+    /// and waits until its Node is Ready.
+    #[track_caller]
+    pub fn join_node(&self, n: u8, name: &str) -> NodeAgent {
+        self.join_node_with(n, name, &[])
+    }
+
+    /// [`Cluster::join_node`] with extra `wasmkube node` flags.
+    #[track_caller]
+    pub fn join_node_with(&self, n: u8, name: &str, extra: &[&str]) -> NodeAgent {
+        assert!((1..=3).contains(&n), "nodes 1 to 3 can join");
+        let dir = TempDir::new("node");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port");
+        let log = std::fs::File::create(dir.path().join("node.log")).expect("node log");
+        let child = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
+            .args(["node", "--server", &self.api, "--token", &self.token(), "--ca-file"])
+            .arg(self.ca_file())
+            .args(["--node-name", name, "--node-port", &port.to_string(), "--backoff-base", "200ms", "--pod-cidr", &node_cidr(&self.data_dir, n), "--data-dir"])
+            .arg(dir.path())
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn wasmkube node");
+        let agent = NodeAgent { child, name: name.to_owned(), _dir: dir };
+        self.wait_jsonpath(&["node", name], "{.status.conditions[?(@.type==\"Ready\")].status}", "True", 60);
+        agent
+    }
 }
 
 impl Cluster {
     /// Pushes `wasm-examples/<name>.wasm` to the cluster's registry; returns the image reference.
     #[track_caller]
     pub fn push_example(&self, name: &str) -> String {
-        let image = format!("{}/examples/{name}:v1", self.registry);
+        self.push_example_as(name, "v1")
+    }
+
+    /// Pushes `wasm-examples/<name>.wasm` under `tag` (a second version of an image).
+    #[track_caller]
+    pub fn push_example_as(&self, name: &str, tag: &str) -> String {
+        let image = format!("{}/examples/{name}:{tag}", self.registry);
         let wasm = Path::new(env!("CARGO_MANIFEST_DIR")).join("wasm-examples").join(format!("{name}.wasm"));
         let out = Command::new(env!("CARGO_BIN_EXE_wasmkube")).arg("push").arg(&wasm).arg(&image).output().expect("run wasmkube push");
         assert!(out.status.success(), "push {name} failed: {}", String::from_utf8_lossy(&out.stderr));

@@ -3,6 +3,7 @@
 
 mod api;
 mod bad_input;
+mod controllers;
 mod harness;
 mod logs;
 mod node;

@@ -228,13 +228,21 @@ fn pod_only(spec: &mut Value) {
     let sa = spec.get("serviceAccountName").and_then(Value::as_str).filter(|s| !s.is_empty()).unwrap_or("default").to_string();
     spec["serviceAccountName"] = json!(sa);
     spec["serviceAccount"] = json!(sa);
-    // As upstream's DefaultTolerationSeconds admission: survive a flapping node for 5 minutes.
+    // As upstream's DefaultTolerationSeconds admission: survive a flapping node for a while.
+    let seconds = DEFAULT_TOLERATION_SECONDS.load(std::sync::atomic::Ordering::Relaxed);
     let tolerations = ensure_array(spec, "tolerations");
     for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
         if !tolerations.iter().any(|t| t.get("key").and_then(Value::as_str) == Some(key) && t.get("effect").and_then(Value::as_str).is_none_or(|e| e == "NoExecute")) {
-            tolerations.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+            tolerations.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": seconds}));
         }
     }
+}
+
+/// The API server's `--default-unreachable-toleration-seconds` (upstream's 300 until set).
+static DEFAULT_TOLERATION_SECONDS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(300);
+
+pub fn set_default_toleration_seconds(seconds: i64) {
+    DEFAULT_TOLERATION_SECONDS.store(seconds, std::sync::atomic::Ordering::Relaxed);
 }
 
 fn ensure_array<'a>(v: &'a mut Value, key: &str) -> &'a mut Vec<Value> {

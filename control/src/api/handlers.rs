@@ -7,6 +7,7 @@ use super::selectors::{FieldSelector, LabelSelector};
 use super::status::{ApiError, ApiResult, FieldError, Target};
 use super::{defaults, patch, tables, validation, ApiState};
 use crate::store::{object_revision, StoreError};
+use crate::controllers::garbage;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
@@ -601,8 +602,71 @@ pub fn bind_to_node(state: &ApiState, addr: &Address, node: &str) -> ApiResult<(
 pub fn evict(state: &ApiState, addr: &Address, headers: &HeaderMap, body: &[u8]) -> ApiResult<Response> {
     let eviction = if body.is_empty() { json!({}) } else { decode_body(headers, body)? };
     let opts = DeleteOptions::from(eviction.get("deleteOptions").unwrap_or(&Value::Null), &Query::default())?;
+    // One eviction at a time, so two cannot both spend a budget's last disruption.
+    let _one_at_a_time = state.evictions.lock().unwrap_or_else(|e| e.into_inner());
+    let pod = load(state, addr)?;
+    check_disruption_budget(state, &pod)?;
     delete_one(state, addr, &opts)?;
     Ok(json_response(StatusCode::CREATED, &success_status(201)))
+}
+
+/// The eviction of a healthy pod must leave every PodDisruptionBudget that selects it
+/// satisfied; otherwise 429, which `kubectl drain` retries.
+fn check_disruption_budget(state: &ApiState, pod: &Value) -> ApiResult<()> {
+    let terminal = matches!(pod.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed"));
+    if terminal || pod.pointer("/metadata/deletionTimestamp").is_some() || !pod_ready(pod) {
+        return Ok(());
+    }
+    let ns = meta_str(pod, "namespace").unwrap_or("default").to_owned();
+    let (Some(pdb_res), Some(pods_res)) = (resources::find("policy", "v1", "poddisruptionbudgets"), resources::find("", "v1", "pods")) else { return Ok(()) };
+    let (budgets, _) = state.store.list(&pdb_res.list_prefix(Some(&ns))).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let labels = pod.pointer("/metadata/labels").cloned().unwrap_or(json!({}));
+    let selector_of = |b: &Value| b.pointer("/spec/selector").and_then(|s| LabelSelector::from_object(s).ok()).filter(|s| !s.is_empty());
+    let matching: Vec<(&Arc<Value>, LabelSelector)> = budgets.iter().filter_map(|b| selector_of(b).filter(|s| s.matches(&labels)).map(|s| (b, s))).collect();
+    let Some((budget, selector)) = matching.first() else { return Ok(()) };
+    if matching.len() > 1 {
+        return Err(ApiError::Internal("This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.".into()));
+    }
+    let (pods, _) = state.store.list(&pods_res.list_prefix(Some(&ns))).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let (expected, healthy) = budget_counts(selector, &pods);
+    let desired = desired_healthy(&budget["spec"], expected);
+    if healthy - 1 < desired {
+        let name = meta_str(budget, "name").unwrap_or_default();
+        return Err(ApiError::TooManyRequests(format!(
+            "Cannot evict pod as it would violate the pod's disruption budget. The disruption budget {name} needs {desired} healthy pods and has {healthy} currently"
+        )));
+    }
+    Ok(())
+}
+
+fn pod_ready(pod: &Value) -> bool {
+    pod.pointer("/status/conditions").and_then(Value::as_array).is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}
+
+/// Pods a budget's selector covers (not finished), and how many of them are healthy
+/// (Ready and not being deleted).
+pub fn budget_counts(selector: &LabelSelector, pods: &[Arc<Value>]) -> (i64, i64) {
+    let covered: Vec<&Arc<Value>> = pods
+        .iter()
+        .filter(|p| !matches!(p.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed")))
+        .filter(|p| selector.matches(p.pointer("/metadata/labels").unwrap_or(&Value::Null)))
+        .collect();
+    let healthy = covered.iter().filter(|p| p.pointer("/metadata/deletionTimestamp").is_none() && pod_ready(p)).count();
+    (covered.len() as i64, healthy as i64)
+}
+
+/// How many of `expected` pods a budget spec wants healthy: `minAvailable`, or all but
+/// `maxUnavailable` (percentages of `expected`, rounded up, as upstream).
+pub fn desired_healthy(spec: &Value, expected: i64) -> i64 {
+    let scaled = |v: &Value| match v {
+        Value::String(s) => s.strip_suffix('%').and_then(|p| p.parse::<i64>().ok()).map(|p| (expected * p + 99) / 100),
+        v => v.as_i64(),
+    };
+    if let Some(max) = spec.get("maxUnavailable").and_then(scaled) {
+        (expected - max).max(0)
+    } else {
+        spec.get("minAvailable").and_then(scaled).unwrap_or(0)
+    }
 }
 
 // ---------------------------------------------------------------- delete
@@ -662,7 +726,14 @@ pub fn delete_one(state: &ApiState, addr: &Address, opts: &DeleteOptions) -> Api
         let rv = object_revision(&current);
         let has_finalizers = current.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
         let graceful_pod = res.kind == "Pod" && pod_needs_grace(state, &current, opts.grace_period);
-        let two_phase = res.kind == "Namespace" || has_finalizers || graceful_pod;
+        // Orphan and foreground propagation finish in the garbage collector, which takes
+        // its finalizer off when the dependents are released or gone.
+        let gc_finalizer = match opts.propagation.as_deref() {
+            Some("Orphan") if garbage::OWNER_KINDS.contains(&res.kind) => Some(garbage::ORPHAN_FINALIZER),
+            Some("Foreground") if garbage::OWNER_KINDS.contains(&res.kind) => Some(garbage::FOREGROUND_FINALIZER),
+            _ => None,
+        };
+        let two_phase = res.kind == "Namespace" || has_finalizers || graceful_pod || gc_finalizer.is_some();
         if !two_phase {
             if opts.dry_run {
                 return Ok(current);
@@ -685,6 +756,12 @@ pub fn delete_one(state: &ApiState, addr: &Address, opts: &DeleteOptions) -> Api
         let when = chrono::Utc::now() + chrono::Duration::seconds(grace);
         meta.insert("deletionTimestamp".into(), json!(when.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)));
         meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+        if let Some(f) = gc_finalizer {
+            let list = meta.entry("finalizers").or_insert_with(|| json!([]));
+            if let Some(list) = list.as_array_mut().filter(|l| !l.iter().any(|x| x == f)) {
+                list.push(json!(f));
+            }
+        }
         if res.kind == "Namespace" {
             new["status"]["phase"] = json!("Terminating");
         }

@@ -45,6 +45,8 @@ pub struct ApiState {
     pub admin_token: String,
     /// Woken when a namespace starts terminating, so its contents are removed promptly.
     pub namespace_deleted: Arc<Notify>,
+    /// Held while an eviction checks disruption budgets and deletes its pod.
+    pub evictions: std::sync::Mutex<()>,
 }
 
 pub type SharedState = Arc<ApiState>;

@@ -132,6 +132,7 @@ pub static RESOURCES: &[Resource] = &[
     res!("apps", "v1", "DaemonSet", "daemonsets", "daemonset", true, &["ds"], ALL, &[Status], true),
     res!("batch", "v1", "Job", "jobs", "job", true, NO_SHORT, ALL, &[Status], true),
     res!("batch", "v1", "CronJob", "cronjobs", "cronjob", true, &["cj"], ALL, &[Status], true),
+    res!("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", "poddisruptionbudget", true, &["pdb"], NONE, &[Status], true),
     res!("coordination.k8s.io", "v1", "Lease", "leases", "lease", true, NO_SHORT, NONE, &[], false),
     res!("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", "endpointslice", true, NO_SHORT, NONE, &[], false),
     res!("node.k8s.io", "v1", "RuntimeClass", "runtimeclasses", "runtimeclass", false, NO_SHORT, NONE, &[], false),

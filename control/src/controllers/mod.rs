@@ -1,4 +1,18 @@
-//! Control loops running in the API server's process: the namespace lifecycle, which the
-//! API contract itself needs, and a first scheduler so pods reach a node.
+//! Control loops. In the API server's process, on the store: the namespace lifecycle
+//! (which the API contract itself needs). As API clients, run by the [`manager`] through
+//! the [`runner`]: the [`scheduler`], ReplicaSets, Deployments, Jobs, CronJobs,
+//! StatefulSets, DaemonSets, node lifecycle and the [`garbage`] collector.
+pub mod cronjob;
+pub mod daemonset;
+pub mod deployment;
+pub mod events;
+pub mod garbage;
+pub mod job;
+pub mod manager;
 pub mod namespace;
+pub mod nodelifecycle;
+pub mod pods;
+pub mod replicaset;
+pub mod runner;
 pub mod scheduler;
+pub mod statefulset;

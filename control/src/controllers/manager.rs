@@ -1,0 +1,254 @@
+//! The controller manager: API clients (like the node agent) that keep caches of pods,
+//! ReplicaSets and Deployments fed by watches, turn changes into work-queue keys for the
+//! controllers, and feed the garbage collector's graph of owners and dependents.
+
+use super::garbage::{self, Collector};
+use super::runner::{self, Key, Queue};
+use super::scheduler::{self, Scheduler};
+use super::{cronjob, daemonset, deployment, job, nodelifecycle, replicaset, statefulset};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
+use kube::api::{Api, ApiResource};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::Resource;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The manager's tunables (flags of `wasmkube up`).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How long a node may go without renewing its Lease before it is marked Unknown
+    /// and tainted unreachable (upstream's node-monitor-grace-period, 40 s).
+    pub node_monitor_grace: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self { node_monitor_grace: Duration::from_secs(20) }
+    }
+}
+
+/// What every controller of the manager shares.
+pub struct Ctx {
+    pub settings: Settings,
+    pub client: kube::Client,
+    pub pods: Store<Pod>,
+    pub replicasets: Store<ReplicaSet>,
+    pub deployments: Store<Deployment>,
+    pub jobs: Store<Job>,
+    pub cronjobs: Store<CronJob>,
+    pub statefulsets: Store<StatefulSet>,
+    pub daemonsets: Store<DaemonSet>,
+    pub nodes: Store<Node>,
+    pub leases: Store<Lease>,
+    pub rs_queue: Queue,
+    pub deploy_queue: Queue,
+    pub job_queue: Queue,
+    pub cron_queue: Queue,
+    pub sts_queue: Queue,
+    pub ds_queue: Queue,
+    pub node_queue: Queue,
+    pub sched_queue: Queue,
+    pub scheduler: Scheduler,
+    pub gc: Arc<Collector>,
+}
+
+/// Runs the controllers until `shutdown` completes.
+pub async fn run(config: kube::Config, settings: Settings, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+    let client = kube::Client::try_from(config)?;
+    let (pods, pods_w) = reflector::store::<Pod>();
+    let (replicasets, rs_w) = reflector::store::<ReplicaSet>();
+    let (deployments, d_w) = reflector::store::<Deployment>();
+    let (jobs, jobs_w) = reflector::store::<Job>();
+    let (cronjobs, cron_w) = reflector::store::<CronJob>();
+    let (statefulsets, sts_w) = reflector::store::<StatefulSet>();
+    let (daemonsets, ds_w) = reflector::store::<DaemonSet>();
+    let (nodes, nodes_w) = reflector::store::<Node>();
+    let (leases, leases_w) = reflector::store::<Lease>();
+    let gc = Arc::new(Collector::new(client.clone()));
+    let ctx = Arc::new(Ctx {
+        settings,
+        client: client.clone(),
+        pods,
+        replicasets,
+        deployments,
+        jobs,
+        cronjobs,
+        statefulsets,
+        daemonsets,
+        nodes,
+        leases,
+        rs_queue: Queue::default(),
+        deploy_queue: Queue::default(),
+        job_queue: Queue::default(),
+        cron_queue: Queue::default(),
+        sts_queue: Queue::default(),
+        ds_queue: Queue::default(),
+        node_queue: Queue::default(),
+        sched_queue: Queue::default(),
+        scheduler: Scheduler::default(),
+        gc: gc.clone(),
+    });
+
+    let mut tasks = tokio::task::JoinSet::new();
+    watch(&mut tasks, &ctx, pods_w, |ctx, pod: &Pod, deleted| {
+        ctx.scheduler.observe_pod(ctx, pod, deleted);
+        let Some(owner) = pod.metadata.owner_references.iter().flatten().find(|r| r.controller == Some(true)) else { return };
+        let queue = match owner.kind.as_str() {
+            "ReplicaSet" => &ctx.rs_queue,
+            "Job" => &ctx.job_queue,
+            "StatefulSet" => &ctx.sts_queue,
+            "DaemonSet" => &ctx.ds_queue,
+            _ => return,
+        };
+        queue.add((ns_of(pod.metadata.namespace.as_deref()), owner.name.clone()));
+    });
+    watch(&mut tasks, &ctx, rs_w, |ctx, rs: &ReplicaSet, _| {
+        let ns = ns_of(rs.metadata.namespace.as_deref());
+        ctx.rs_queue.add((ns.clone(), rs.metadata.name.clone().unwrap_or_default()));
+        if let Some(owner) = controller_of(rs.metadata.owner_references.as_deref(), "Deployment") {
+            ctx.deploy_queue.add((ns, owner.name.clone()));
+        }
+    });
+    watch(&mut tasks, &ctx, d_w, |ctx, d: &Deployment, _| {
+        ctx.deploy_queue.add(key_of(d.metadata.namespace.as_deref(), d.metadata.name.as_deref()));
+    });
+    watch(&mut tasks, &ctx, jobs_w, |ctx, job: &Job, _| {
+        ctx.job_queue.add(key_of(job.metadata.namespace.as_deref(), job.metadata.name.as_deref()));
+        if let Some(owner) = controller_of(job.metadata.owner_references.as_deref(), "CronJob") {
+            ctx.cron_queue.add((ns_of(job.metadata.namespace.as_deref()), owner.name.clone()));
+        }
+    });
+    watch(&mut tasks, &ctx, sts_w, |ctx, set: &StatefulSet, _| {
+        ctx.sts_queue.add(key_of(set.metadata.namespace.as_deref(), set.metadata.name.as_deref()));
+    });
+    watch(&mut tasks, &ctx, ds_w, |ctx, ds: &DaemonSet, _| {
+        ctx.ds_queue.add(key_of(ds.metadata.namespace.as_deref(), ds.metadata.name.as_deref()));
+    });
+    // A node joining, leaving or changing labels or taints concerns every DaemonSet.
+    watch(&mut tasks, &ctx, nodes_w, |ctx, node: &Node, _| {
+        ctx.scheduler.observe_node(ctx);
+        ctx.node_queue.add(key_of(Some(""), node.metadata.name.as_deref()));
+        for ds in ctx.daemonsets.state() {
+            ctx.ds_queue.add(key_of(ds.metadata.namespace.as_deref(), ds.metadata.name.as_deref()));
+        }
+    });
+    watch(&mut tasks, &ctx, leases_w, |ctx, lease: &Lease, _| {
+        if lease.metadata.namespace.as_deref() == Some("kube-node-lease") {
+            ctx.node_queue.add(key_of(Some(""), lease.metadata.name.as_deref()));
+        }
+    });
+    watch(&mut tasks, &ctx, cron_w, |ctx, cj: &CronJob, _| {
+        ctx.cron_queue.add(key_of(cj.metadata.namespace.as_deref(), cj.metadata.name.as_deref()));
+    });
+    tasks.spawn(runner::run("garbage-collector", gc.queue.clone(), gc.clone(), 2, garbage::reconcile, garbage::error_policy));
+    {
+        // Controllers start once every cache holds its first full list. (One waiter per
+        // store: a store wakes only the last task waiting on it.)
+        let ctx = ctx.clone();
+        tasks.spawn(async move {
+            let _ = ctx.pods.wait_until_ready().await;
+            let _ = ctx.replicasets.wait_until_ready().await;
+            let _ = ctx.deployments.wait_until_ready().await;
+            let _ = ctx.jobs.wait_until_ready().await;
+            let _ = ctx.cronjobs.wait_until_ready().await;
+            let _ = ctx.statefulsets.wait_until_ready().await;
+            let _ = ctx.daemonsets.wait_until_ready().await;
+            let _ = ctx.nodes.wait_until_ready().await;
+            let _ = ctx.leases.wait_until_ready().await;
+            tokio::join!(
+                // One scheduler worker: each pass sees the bindings of the one before.
+                runner::run("scheduler", ctx.sched_queue.clone(), ctx.clone(), 1, scheduler::reconcile, scheduler::error_policy),
+                runner::run("replicaset", ctx.rs_queue.clone(), ctx.clone(), 4, replicaset::reconcile, replicaset::error_policy),
+                runner::run("deployment", ctx.deploy_queue.clone(), ctx.clone(), 2, deployment::reconcile, deployment::error_policy),
+                runner::run("job", ctx.job_queue.clone(), ctx.clone(), 4, job::reconcile, job::error_policy),
+                runner::run("cronjob", ctx.cron_queue.clone(), ctx.clone(), 2, cronjob::reconcile, cronjob::error_policy),
+                runner::run("statefulset", ctx.sts_queue.clone(), ctx.clone(), 2, statefulset::reconcile, statefulset::error_policy),
+                runner::run("daemonset", ctx.ds_queue.clone(), ctx.clone(), 2, daemonset::reconcile, daemonset::error_policy),
+                runner::run("node-lifecycle", ctx.node_queue.clone(), ctx.clone(), 2, nodelifecycle::reconcile, nodelifecycle::error_policy),
+            );
+        });
+    }
+    shutdown.await;
+    tasks.abort_all();
+    Ok(())
+}
+
+/// Watches every object of kind `K` into its cache, tells the garbage collector, and
+/// hands each changed (or, with `true`, deleted) object to `enqueue` to wake the
+/// controllers that care.
+fn watch<K>(tasks: &mut tokio::task::JoinSet<()>, ctx: &Arc<Ctx>, writer: reflector::store::Writer<K>, enqueue: fn(&Ctx, &K, bool))
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let kind = K::kind(&()).into_owned();
+    ctx.gc.watch_kind(ApiResource::erase::<K>(&()));
+    let stream = watcher(Api::<K>::all(ctx.client.clone()), watcher::Config::default()).default_backoff().reflect(writer);
+    let ctx = ctx.clone();
+    tasks.spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            let event = match event {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(kind, error = %e, "watch failed; retrying");
+                    continue;
+                }
+            };
+            match &event {
+                watcher::Event::Apply(o) | watcher::Event::InitApply(o) => {
+                    ctx.gc.observe(&kind, o.meta(), false);
+                    enqueue(&ctx, o, false);
+                }
+                watcher::Event::Delete(o) => {
+                    ctx.gc.observe(&kind, o.meta(), true);
+                    enqueue(&ctx, o, true);
+                }
+                watcher::Event::InitDone => ctx.gc.synced(&kind),
+                watcher::Event::Init => {}
+            }
+        }
+    });
+}
+
+pub fn ns_of(ns: Option<&str>) -> String {
+    ns.unwrap_or("default").to_owned()
+}
+
+/// The owner reference with `controller: true`, if it is of `kind`.
+pub fn controller_of<'a>(refs: Option<&'a [OwnerReference]>, kind: &str) -> Option<&'a OwnerReference> {
+    refs?.iter().find(|r| r.controller == Some(true) && r.kind == kind)
+}
+
+/// Whether `labels` satisfy a label selector (matchLabels and matchExpressions). An empty
+/// selector matches nothing, as for controllers upstream.
+pub fn selector_matches(sel: &LabelSelector, labels: Option<&BTreeMap<String, String>>) -> bool {
+    let empty = BTreeMap::new();
+    let labels = labels.unwrap_or(&empty);
+    let ml = sel.match_labels.as_ref();
+    let me = sel.match_expressions.as_ref();
+    if ml.is_none_or(|m| m.is_empty()) && me.is_none_or(|m| m.is_empty()) {
+        return false;
+    }
+    ml.into_iter().flatten().all(|(k, v)| labels.get(k) == Some(v))
+        && me.into_iter().flatten().all(|r| {
+            let values = r.values.as_deref().unwrap_or_default();
+            match r.operator.as_str() {
+                "In" => labels.get(&r.key).is_some_and(|v| values.contains(v)),
+                "NotIn" => labels.get(&r.key).is_none_or(|v| !values.contains(v)),
+                "Exists" => labels.contains_key(&r.key),
+                "DoesNotExist" => !labels.contains_key(&r.key),
+                _ => false,
+            }
+        })
+}
+
+pub fn key_of(ns: Option<&str>, name: Option<&str>) -> Key {
+    (ns_of(ns), name.unwrap_or_default().to_owned())
+}
