@@ -5,6 +5,7 @@
 
 mod pods;
 mod registry;
+mod scheduler;
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
@@ -23,6 +24,8 @@ pub enum BenchCommand {
     Registry(registry::RegistryArgs),
     /// Pod start-up to Running, HTTP hello throughput against wasmtime serve and native, idle memory per pod.
     Pods(pods::PodsArgs),
+    /// Scheduling throughput on hollow nodes (10,000 pods on 5,000 nodes), then the API at scale.
+    Scheduler(scheduler::SchedulerArgs),
 }
 
 #[derive(clap::Args)]
@@ -46,6 +49,7 @@ pub async fn run(what: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Api(args) => api(args).await,
         BenchCommand::Registry(args) => registry::run(args).await,
         BenchCommand::Pods(args) => pods::run(args).await,
+        BenchCommand::Scheduler(args) => scheduler::run(args).await,
     }
 }
 

@@ -151,6 +151,15 @@ fn deployments_roll_out_within_max_unavailable_roll_back_pause_and_stall() {
         (live.len() == 3 && live.iter().all(|p| c.jsonpath(&["pod", p], "{.spec.containers[0].image}") == v1)).then_some(())
     });
 
+    // A restart replaces every pod.
+    let before = live_pods(&c, "app=web");
+    c.ok(&["rollout", "restart", "deployment/web"]);
+    rollout_status(&c, "web");
+    wait_for(60, "three new pods", || {
+        let live = live_pods(&c, "app=web");
+        (live.len() == 3 && live.iter().all(|p| !before.contains(p))).then_some(())
+    });
+
     // An image that does not exist stalls the rollout past its deadline (shortened to 3 s
     // once the first rollout is done).
     c.apply(&hello_deployment("stuck", &v1, 2, ""));
@@ -365,6 +374,9 @@ spec:
     });
     assert_eq!(second, format!("tick-{}", minutes + 1));
     c.ok(&["wait", "--for=condition=complete", &format!("job/{second}"), "--timeout=60s"]);
+    // kubectl's one-off run from the template.
+    c.ok(&["create", "job", "now", "--from=cronjob/tick"]);
+    c.ok(&["wait", "--for=condition=complete", "job/now", "--timeout=60s"]);
     wait_for(30, "the first job cleaned up", || (!c.kubectl(&["get", "job", &first]).status.success()).then_some(()));
 }
 
