@@ -236,6 +236,13 @@ spec:
     wait_for(30, "the stray pod adopted", || (c.jsonpath(&["pod", "stray"], "{.metadata.ownerReferences[0].name}") == "solo").then_some(()));
     assert_eq!(live_pods(&c, "app=solo").len(), 2);
 
+    // Every namespace gets its default ServiceAccount, and gets it back when it is deleted.
+    c.ok(&["create", "namespace", "team"]);
+    wait_for(30, "the default service account", || c.kubectl(&["get", "sa", "default", "-n", "team"]).status.success().then_some(()));
+    let uid = c.jsonpath(&["sa", "default", "-n", "team"], "{.metadata.uid}");
+    c.ok(&["delete", "sa", "default", "-n", "team"]);
+    wait_for(30, "a new default service account", || (c.kubectl(&["get", "sa", "default", "-n", "team", "-o", "jsonpath={.metadata.uid}"]).stdout != uid.as_bytes() && c.kubectl(&["get", "sa", "default", "-n", "team"]).status.success()).then_some(()));
+
     // Default (background) propagation: the ReplicaSets and pods go with the Deployment.
     c.ok(&["delete", "deployment", "web"]);
     wait_for(60, "web's ReplicaSets and pods gone", || {
@@ -556,6 +563,9 @@ fn pods_leave_a_dead_node_and_drain_respects_a_disruption_budget() {
     c.ok(&["scale", "deployment/web", "--replicas=3"]);
     rollout_status(&c, "web");
     c.apply("apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: web}\nspec:\n  minAvailable: 2\n  selector: {matchLabels: {app: web}}\n");
+    c.wait_jsonpath(&["pdb", "web"], "{.status.expectedPods} {.status.currentHealthy} {.status.disruptionsAllowed}", "3 3 1", 30);
+    let table = c.ok(&["get", "pdb", "web"]);
+    assert!(table.lines().nth(1).is_some_and(|l| l.split_whitespace().take(4).collect::<Vec<_>>() == ["web", "2", "N/A", "1"]), "{table}");
     // Evicting with the budget exhausted is refused with 429.
     c.ok(&["cordon", &first, &second.name]);
     let victims = live_pods(&c, "app=web");

@@ -75,6 +75,7 @@ pub fn column_definitions(kind: &str) -> Vec<Value> {
         "Event" => vec![s("Last Seen"), s("Type"), s("Reason"), s("Object"), w("Subobject"), w("Source"), s("Message"), w("First Seen"), col("Count", "integer", 1), w("Name")],
         "ServiceAccount" => vec![s("Name"), i("Secrets"), s("Age")],
         "Lease" => vec![s("Name"), s("Holder"), s("Age")],
+        "PodDisruptionBudget" => vec![s("Name"), s("Min Available"), s("Max Unavailable"), i("Allowed Disruptions"), s("Age")],
         "RuntimeClass" => vec![s("Name"), s("Handler"), s("Age")],
         _ => vec![s("Name"), s("Age")],
     }
@@ -432,6 +433,14 @@ pub fn row_cells(kind: &str, obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
         }
         "ServiceAccount" => vec![name, json!(arr(obj, "/secrets").len()), age],
         "Lease" => vec![name, json!(text(obj, "/spec/holderIdentity")), age],
+        "PodDisruptionBudget" => {
+            let bound = |p: &str| match obj.pointer(p) {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Number(n)) => n.to_string(),
+                _ => "N/A".into(),
+            };
+            vec![name, json!(bound("/spec/minAvailable")), json!(bound("/spec/maxUnavailable")), json!(int(obj, "/status/disruptionsAllowed")), age]
+        }
         "RuntimeClass" => vec![name, json!(text(obj, "/handler")), age],
         _ => vec![name, age],
     }

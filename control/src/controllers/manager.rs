@@ -5,12 +5,13 @@
 use super::garbage::{self, Collector};
 use super::runner::{self, Key, Queue};
 use super::scheduler::{self, Scheduler};
-use super::{cronjob, daemonset, deployment, job, nodelifecycle, replicaset, statefulset};
+use super::{cronjob, daemonset, deployment, disruption, job, nodelifecycle, replicaset, serviceaccount, statefulset};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use kube::api::{Api, ApiResource};
 use kube::runtime::reflector::{self, Store};
@@ -47,6 +48,9 @@ pub struct Ctx {
     pub daemonsets: Store<DaemonSet>,
     pub nodes: Store<Node>,
     pub leases: Store<Lease>,
+    pub budgets: Store<PodDisruptionBudget>,
+    pub namespaces: Store<Namespace>,
+    pub service_accounts: Store<ServiceAccount>,
     pub rs_queue: Queue,
     pub deploy_queue: Queue,
     pub job_queue: Queue,
@@ -55,6 +59,8 @@ pub struct Ctx {
     pub ds_queue: Queue,
     pub node_queue: Queue,
     pub sched_queue: Queue,
+    pub pdb_queue: Queue,
+    pub sa_queue: Queue,
     pub scheduler: Scheduler,
     pub gc: Arc<Collector>,
 }
@@ -71,6 +77,9 @@ pub async fn run(config: kube::Config, settings: Settings, shutdown: impl std::f
     let (daemonsets, ds_w) = reflector::store::<DaemonSet>();
     let (nodes, nodes_w) = reflector::store::<Node>();
     let (leases, leases_w) = reflector::store::<Lease>();
+    let (budgets, budgets_w) = reflector::store::<PodDisruptionBudget>();
+    let (namespaces, namespaces_w) = reflector::store::<Namespace>();
+    let (service_accounts, sa_w) = reflector::store::<ServiceAccount>();
     let gc = Arc::new(Collector::new(client.clone()));
     let ctx = Arc::new(Ctx {
         settings,
@@ -84,6 +93,9 @@ pub async fn run(config: kube::Config, settings: Settings, shutdown: impl std::f
         daemonsets,
         nodes,
         leases,
+        budgets,
+        namespaces,
+        service_accounts,
         rs_queue: Queue::default(),
         deploy_queue: Queue::default(),
         job_queue: Queue::default(),
@@ -92,6 +104,8 @@ pub async fn run(config: kube::Config, settings: Settings, shutdown: impl std::f
         ds_queue: Queue::default(),
         node_queue: Queue::default(),
         sched_queue: Queue::default(),
+        pdb_queue: Queue::default(),
+        sa_queue: Queue::default(),
         scheduler: Scheduler::default(),
         gc: gc.clone(),
     });
@@ -99,6 +113,9 @@ pub async fn run(config: kube::Config, settings: Settings, shutdown: impl std::f
     let mut tasks = tokio::task::JoinSet::new();
     watch(&mut tasks, &ctx, pods_w, |ctx, pod: &Pod, deleted| {
         ctx.scheduler.observe_pod(ctx, pod, deleted);
+        for pdb in ctx.budgets.state().iter().filter(|b| b.metadata.namespace == pod.metadata.namespace) {
+            ctx.pdb_queue.add(key_of(pdb.metadata.namespace.as_deref(), pdb.metadata.name.as_deref()));
+        }
         let Some(owner) = pod.metadata.owner_references.iter().flatten().find(|r| r.controller == Some(true)) else { return };
         let queue = match owner.kind.as_str() {
             "ReplicaSet" => &ctx.rs_queue,
@@ -144,6 +161,17 @@ pub async fn run(config: kube::Config, settings: Settings, shutdown: impl std::f
             ctx.node_queue.add(key_of(Some(""), lease.metadata.name.as_deref()));
         }
     });
+    watch(&mut tasks, &ctx, budgets_w, |ctx, pdb: &PodDisruptionBudget, _| {
+        ctx.pdb_queue.add(key_of(pdb.metadata.namespace.as_deref(), pdb.metadata.name.as_deref()));
+    });
+    watch(&mut tasks, &ctx, namespaces_w, |ctx, ns: &Namespace, _| {
+        ctx.sa_queue.add(key_of(Some(""), ns.metadata.name.as_deref()));
+    });
+    watch(&mut tasks, &ctx, sa_w, |ctx, sa: &ServiceAccount, _| {
+        if sa.metadata.name.as_deref() == Some("default") {
+            ctx.sa_queue.add(key_of(Some(""), sa.metadata.namespace.as_deref()));
+        }
+    });
     watch(&mut tasks, &ctx, cron_w, |ctx, cj: &CronJob, _| {
         ctx.cron_queue.add(key_of(cj.metadata.namespace.as_deref(), cj.metadata.name.as_deref()));
     });
@@ -162,6 +190,9 @@ pub async fn run(config: kube::Config, settings: Settings, shutdown: impl std::f
             let _ = ctx.daemonsets.wait_until_ready().await;
             let _ = ctx.nodes.wait_until_ready().await;
             let _ = ctx.leases.wait_until_ready().await;
+            let _ = ctx.budgets.wait_until_ready().await;
+            let _ = ctx.namespaces.wait_until_ready().await;
+            let _ = ctx.service_accounts.wait_until_ready().await;
             tokio::join!(
                 // One scheduler worker: each pass sees the bindings of the one before.
                 runner::run("scheduler", ctx.sched_queue.clone(), ctx.clone(), 1, scheduler::reconcile, scheduler::error_policy),
@@ -172,6 +203,8 @@ pub async fn run(config: kube::Config, settings: Settings, shutdown: impl std::f
                 runner::run("statefulset", ctx.sts_queue.clone(), ctx.clone(), 2, statefulset::reconcile, statefulset::error_policy),
                 runner::run("daemonset", ctx.ds_queue.clone(), ctx.clone(), 2, daemonset::reconcile, daemonset::error_policy),
                 runner::run("node-lifecycle", ctx.node_queue.clone(), ctx.clone(), 2, nodelifecycle::reconcile, nodelifecycle::error_policy),
+                runner::run("disruption", ctx.pdb_queue.clone(), ctx.clone(), 2, disruption::reconcile, disruption::error_policy),
+                runner::run("serviceaccount", ctx.sa_queue.clone(), ctx.clone(), 1, serviceaccount::reconcile, serviceaccount::error_policy),
             );
         });
     }

@@ -1,10 +1,12 @@
 //! Control loops. In the API server's process, on the store: the namespace lifecycle
 //! (which the API contract itself needs). As API clients, run by the [`manager`] through
 //! the [`runner`]: the [`scheduler`], ReplicaSets, Deployments, Jobs, CronJobs,
-//! StatefulSets, DaemonSets, node lifecycle and the [`garbage`] collector.
+//! StatefulSets, DaemonSets, node lifecycle, disruption budgets, ServiceAccounts and
+//! the [`garbage`] collector.
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod events;
 pub mod garbage;
 pub mod job;
@@ -15,4 +17,5 @@ pub mod pods;
 pub mod replicaset;
 pub mod runner;
 pub mod scheduler;
+pub mod serviceaccount;
 pub mod statefulset;
