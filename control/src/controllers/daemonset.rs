@@ -1,6 +1,6 @@
-//! DaemonSet: one pod on every eligible node (its nodeSelector matches and it tolerates
-//! the node's NoSchedule/NoExecute taints), following nodes as they join and leave, and
-//! RollingUpdate by `maxUnavailable`. Pods are bound to their node directly, so a
+//! DaemonSet: one pod on every eligible node (its nodeSelector and required node affinity
+//! match, and it tolerates the node's NoSchedule/NoExecute taints), following nodes as
+//! they join and leave, and RollingUpdate by `maxUnavailable`. Pods are bound to their node directly, so a
 //! cordoned node still runs its daemons, as upstream.
 
 use super::deployment::template_hash;
@@ -8,6 +8,7 @@ use super::events::{self, Type};
 use super::manager::Ctx;
 use super::pods::{self, is_active, is_ready, Naming};
 use super::runner::{retry_delay, Action, Key};
+use super::scheduler;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod, Taint, Toleration};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -64,9 +65,11 @@ fn daemon_tolerations() -> Vec<Toleration> {
 fn eligible(node: &Node, template: &k8s_openapi::api::core::v1::PodSpec, tolerations: &[Toleration], running: bool) -> bool {
     let labels = node.metadata.labels.clone().unwrap_or_default();
     let selector_ok = template.node_selector.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
+    let required = template.affinity.as_ref().and_then(|a| a.node_affinity.as_ref()).and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref());
+    let affinity_ok = required.is_none_or(|r| r.node_selector_terms.iter().any(|t| scheduler::term_matches(t, node, &scheduler::node_labels(node))));
     let taints = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
     let tolerated = taints.iter().filter(|t| t.effect == "NoExecute" || (t.effect == "NoSchedule" && !running)).all(|t| tolerates(tolerations, t));
-    selector_ok && tolerated && node.metadata.deletion_timestamp.is_none()
+    selector_ok && affinity_ok && tolerated && node.metadata.deletion_timestamp.is_none()
 }
 
 pub async fn reconcile(key: Key, ctx: Arc<Ctx>) -> Result<Action, Error> {

@@ -57,6 +57,8 @@ struct Placed {
     namespace: String,
     labels: BTreeMap<String, String>,
     owner: Option<String>,
+    /// Its required anti-affinity terms: they keep matching pods away from it too.
+    anti: Vec<PodAffinityTerm>,
 }
 
 #[derive(Default)]
@@ -66,6 +68,8 @@ struct Record {
     used: HashMap<String, Resources>,
     /// Pods per (node, owner uid), for spreading.
     owned: HashMap<(String, String), usize>,
+    /// Placed pods with required anti-affinity (each pass must then look at placed pods).
+    with_anti: usize,
     unschedulable: HashSet<Key>,
     /// Where the next pass starts looking, so equal nodes take turns.
     offset: usize,
@@ -86,11 +90,13 @@ impl Record {
         if let Some(o) = &p.owner {
             *self.owned.entry((p.node.clone(), o.clone())).or_default() += 1;
         }
+        self.with_anti += usize::from(!p.anti.is_empty());
         self.placed.insert(uid, p);
     }
 
     fn remove(&mut self, uid: &str) -> bool {
         let Some(p) = self.placed.remove(uid) else { return false };
+        self.with_anti -= usize::from(!p.anti.is_empty());
         if let Some(u) = self.used.get_mut(&p.node) {
             u.cpu = u.cpu.saturating_sub(p.requests.cpu);
             u.memory = u.memory.saturating_sub(p.requests.memory);
@@ -164,6 +170,7 @@ fn placed(pod: &Pod, node: String) -> Placed {
         namespace: pod.metadata.namespace.clone().unwrap_or_default(),
         labels: pod.metadata.labels.clone().unwrap_or_default(),
         owner: pod.metadata.owner_references.iter().flatten().find(|o| o.controller == Some(true)).map(|o| o.uid.clone()),
+        anti: spec.affinity.and_then(|a| a.pod_anti_affinity).and_then(|a| a.required_during_scheduling_ignored_during_execution).unwrap_or_default(),
     }
 }
 
@@ -186,7 +193,7 @@ fn allocatable(node: &Node) -> Resources {
     Resources { cpu: get("cpu").map_or(u64::MAX, |c| (c * 1000.0) as u64), memory: get("memory").map_or(u64::MAX, |m| m as u64), pods: get("pods").map_or(110, |p| p as u64) }
 }
 
-fn node_labels(node: &Node) -> BTreeMap<String, String> {
+pub fn node_labels(node: &Node) -> BTreeMap<String, String> {
     let mut l = node.metadata.labels.clone().unwrap_or_default();
     l.entry("kubernetes.io/hostname".into()).or_insert_with(|| node.metadata.name.clone().unwrap_or_default());
     l
@@ -206,7 +213,7 @@ fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&String>) -> b
     }
 }
 
-fn term_matches(term: &NodeSelectorTerm, node: &Node, labels: &BTreeMap<String, String>) -> bool {
+pub fn term_matches(term: &NodeSelectorTerm, node: &Node, labels: &BTreeMap<String, String>) -> bool {
     let exprs = term.match_expressions.iter().flatten().all(|r| requirement_matches(r, labels.get(&r.key)));
     let name = node.metadata.name.clone();
     let fields = term.match_fields.iter().flatten().all(|r| r.key == "metadata.name" && requirement_matches(r, name.as_ref()));
@@ -260,6 +267,16 @@ fn filter(pod: &Pod, req: &Resources, node: &Node, labels: &BTreeMap<String, Str
     for term in affinity.and_then(|a| a.pod_anti_affinity.as_ref()).and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref()).into_iter().flatten() {
         if term_co_located(term, &ns, labels, placed, node_label) {
             return Err(vec!["node(s) didn't match pod anti-affinity rules".into()]);
+        }
+    }
+    // Symmetry: a placed pod whose anti-affinity matches this pod keeps it out of its domain.
+    let own_labels = pod.metadata.labels.clone().unwrap_or_default();
+    for other in placed.iter().filter(|p| !p.anti.is_empty()) {
+        for term in &other.anti {
+            let same_domain = labels.get(&term.topology_key).is_some_and(|d| node_label.get(&other.node).and_then(|l| l.get(&term.topology_key)) == Some(d));
+            if same_domain && pod_matches_term(term, &other.namespace, &ns, &own_labels) {
+                return Err(vec!["node(s) didn't satisfy existing pods anti-affinity rules".into()]);
+            }
         }
     }
     for term in affinity.and_then(|a| a.pod_affinity.as_ref()).and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref()).into_iter().flatten() {
@@ -320,7 +337,8 @@ pub async fn reconcile(key: Key, ctx: Arc<Ctx>) -> Result<Action, Error> {
     }
     let req = requests_of(&pod);
     let nodes = ctx.nodes.state();
-    let needs_pods = pod.spec.as_ref().and_then(|s| s.affinity.as_ref()).is_some_and(|a| a.pod_affinity.is_some() || a.pod_anti_affinity.is_some());
+    let needs_pods = pod.spec.as_ref().and_then(|s| s.affinity.as_ref()).is_some_and(|a| a.pod_affinity.is_some() || a.pod_anti_affinity.is_some())
+        || ctx.scheduler.record.lock().unwrap_or_else(|e| e.into_inner()).with_anti > 0;
     let node_label: HashMap<String, BTreeMap<String, String>> = if needs_pods { nodes.iter().map(|n| (n.metadata.name.clone().unwrap_or_default(), node_labels(n))).collect() } else { HashMap::new() };
 
     let chosen = {
@@ -462,5 +480,10 @@ mod tests {
         let check = |n: &Node| filter(&p, &requests_of(&p), n, &node_labels(n), Resources::default(), &HashSet::new(), &[&other], &labels);
         assert_eq!(check(&n1), Err(vec!["node(s) didn't match pod anti-affinity rules".to_owned()]));
         assert_eq!(check(&n2), Ok(()));
+        // A plain pod with the matching label stays away from the pod that wants no company.
+        let plain = pod(json!({}));
+        let check_plain = |n: &Node| filter(&plain, &requests_of(&plain), n, &node_labels(n), Resources::default(), &HashSet::new(), &[&other], &labels);
+        assert_eq!(check_plain(&n1), Err(vec!["node(s) didn't satisfy existing pods anti-affinity rules".to_owned()]));
+        assert_eq!(check_plain(&n2), Ok(()));
     }
 }
