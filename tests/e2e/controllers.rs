@@ -476,6 +476,19 @@ spec:
     // ... and removed from the top down, one at a time.
     assert!(at("web-2 gone") < at("web-1 deleting"), "{seen:?}");
     assert!(!seen.iter().any(|s| s == "web-0 deleting"), "{seen:?}");
+
+    // RollingUpdate with a partition: only ordinals at or above it move to the new template.
+    c.ok(&["scale", "statefulset/web", "--replicas=3"]);
+    c.ok(&["rollout", "status", "statefulset/web", "--timeout=120s"]);
+    let v2 = c.push_example_as("hello-wagi", "v2");
+    c.ok(&["patch", "statefulset/web", "-p", r#"{"spec":{"updateStrategy":{"type":"RollingUpdate","rollingUpdate":{"partition":2}}}}"#]);
+    c.ok(&["set", "image", "statefulset/web", &format!("web={v2}")]);
+    c.ok(&["rollout", "status", "statefulset/web", "--timeout=120s"]);
+    let images = || lines(&c.jsonpath(&["pods", "-l", "app=db"], "{range .items[*]}{.metadata.name}={.spec.containers[0].image} {end}"));
+    wait_for(60, "web-2 on v2 only", || (images() == [format!("web-0={image}"), format!("web-1={image}"), format!("web-2={v2}")]).then_some(()));
+    c.ok(&["patch", "statefulset/web", "-p", r#"{"spec":{"updateStrategy":{"rollingUpdate":{"partition":0}}}}"#]);
+    c.ok(&["rollout", "status", "statefulset/web", "--timeout=120s"]);
+    wait_for(60, "all on v2", || (images() == [format!("web-0={v2}"), format!("web-1={v2}"), format!("web-2={v2}")]).then_some(()));
 }
 
 #[test]
@@ -514,6 +527,15 @@ spec:
     want.sort();
     assert_eq!(placed(&c), want);
     assert_eq!(c.jsonpath(&["ds", "agent"], "{.status.desiredNumberScheduled} {.status.numberReady}"), "3 3");
+
+    // A new template rolls out node by node.
+    let v2 = c.push_example_as("hello-wagi", "v2");
+    c.ok(&["set", "image", "daemonset/agent", &format!("web={v2}")]);
+    c.ok(&["rollout", "status", "daemonset/agent", "--timeout=120s"]);
+    wait_for(60, "every daemon pod on v2", || {
+        let images = lines(&c.jsonpath(&["pods", "-l", "app=agent", "--field-selector=status.phase=Running"], "{.items[*].spec.containers[0].image}"));
+        (images.len() == 3 && images.iter().all(|i| *i == v2)).then_some(())
+    });
 
     // A fourth node gets its pod.
     let _four = c.join_node(3, "node-four");
