@@ -489,6 +489,23 @@ spec:
     c.ok(&["patch", "statefulset/web", "-p", r#"{"spec":{"updateStrategy":{"rollingUpdate":{"partition":0}}}}"#]);
     c.ok(&["rollout", "status", "statefulset/web", "--timeout=120s"]);
     wait_for(60, "all on v2", || (images() == [format!("web-0={v2}"), format!("web-1={v2}"), format!("web-2={v2}")]).then_some(()));
+
+    // The template history is kept as ControllerRevisions: kubectl lists and undoes it.
+    let history = c.ok(&["rollout", "history", "statefulset/web"]);
+    let revisions: Vec<&str> = history.lines().skip(2).filter_map(|l| l.split_whitespace().next()).collect();
+    assert_eq!(revisions, ["1", "2"], "{history}");
+    c.ok(&["rollout", "undo", "statefulset/web"]);
+    c.ok(&["rollout", "status", "statefulset/web", "--timeout=120s"]);
+    wait_for(60, "all back on v1", || (images() == [format!("web-0={image}"), format!("web-1={image}"), format!("web-2={image}")]).then_some(()));
+    let history = c.ok(&["rollout", "history", "statefulset/web"]);
+    let revisions: Vec<&str> = history.lines().skip(2).filter_map(|l| l.split_whitespace().next()).collect();
+    assert_eq!(revisions, ["2", "3"], "{history}");
+    // Deleting the set takes its pods and revisions along.
+    c.ok(&["delete", "statefulset", "web"]);
+    wait_for(60, "pods and revisions gone", || {
+        let left = c.ok(&["get", "pods,controllerrevisions", "-l", "app=db", "-o", "name"]);
+        left.trim().is_empty().then_some(())
+    });
 }
 
 #[test]

@@ -130,6 +130,7 @@ pub static RESOURCES: &[Resource] = &[
     res!("apps", "v1", "ReplicaSet", "replicasets", "replicaset", true, &["rs"], ALL, &[Status, Scale], true),
     res!("apps", "v1", "StatefulSet", "statefulsets", "statefulset", true, &["sts"], ALL, &[Status, Scale], true),
     res!("apps", "v1", "DaemonSet", "daemonsets", "daemonset", true, &["ds"], ALL, &[Status], true),
+    res!("apps", "v1", "ControllerRevision", "controllerrevisions", "controllerrevision", true, NO_SHORT, NONE, &[], false),
     res!("batch", "v1", "Job", "jobs", "job", true, NO_SHORT, ALL, &[Status], true),
     res!("batch", "v1", "CronJob", "cronjobs", "cronjob", true, &["cj"], ALL, &[Status], true),
     res!("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", "poddisruptionbudget", true, &["pdb"], NONE, &[Status], true),

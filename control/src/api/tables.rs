@@ -75,6 +75,7 @@ pub fn column_definitions(kind: &str) -> Vec<Value> {
         "Event" => vec![s("Last Seen"), s("Type"), s("Reason"), s("Object"), w("Subobject"), w("Source"), s("Message"), w("First Seen"), col("Count", "integer", 1), w("Name")],
         "ServiceAccount" => vec![s("Name"), i("Secrets"), s("Age")],
         "Lease" => vec![s("Name"), s("Holder"), s("Age")],
+        "ControllerRevision" => vec![s("Name"), s("Controller"), i("Revision"), s("Age")],
         "PodDisruptionBudget" => vec![s("Name"), s("Min Available"), s("Max Unavailable"), i("Allowed Disruptions"), s("Age")],
         "RuntimeClass" => vec![s("Name"), s("Handler"), s("Age")],
         _ => vec![s("Name"), s("Age")],
@@ -433,6 +434,11 @@ pub fn row_cells(kind: &str, obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
         }
         "ServiceAccount" => vec![name, json!(arr(obj, "/secrets").len()), age],
         "Lease" => vec![name, json!(text(obj, "/spec/holderIdentity")), age],
+        "ControllerRevision" => {
+            let owner = obj.pointer("/metadata/ownerReferences").and_then(Value::as_array).and_then(|o| o.iter().find(|r| r["controller"] == true));
+            let controller = owner.map(|o| format!("{}/{}", text(o, "/kind").to_lowercase() + "." + text(o, "/apiVersion").split('/').next().unwrap_or_default(), text(o, "/name"))).unwrap_or_else(|| "<none>".into());
+            vec![name, json!(controller), json!(int(obj, "/revision")), age]
+        }
         "PodDisruptionBudget" => {
             let bound = |p: &str| match obj.pointer(p) {
                 Some(Value::String(s)) => s.clone(),

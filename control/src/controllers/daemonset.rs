@@ -7,6 +7,7 @@ use super::deployment::template_hash;
 use super::events::{self, Type};
 use super::manager::Ctx;
 use super::pods::{self, is_active, is_ready, Naming};
+use super::revisions;
 use super::runner::{retry_delay, Action, Key};
 use super::scheduler;
 use k8s_openapi::api::apps::v1::DaemonSet;
@@ -84,6 +85,7 @@ pub async fn reconcile(key: Key, ctx: Arc<Ctx>) -> Result<Action, Error> {
     tolerations.extend(daemon_tolerations());
     let template = serde_json::to_value(&spec.template).map_err(|e| Error::Invalid(e.to_string()))?;
     let revision = template_hash(&template);
+    revisions::sync(&ctx.client, &key.0, pods::owner_ref(ds.as_ref()), &spec.selector, &spec.template, &revision, spec.revision_history_limit.unwrap_or(10), &[]).await?;
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &key.0);
 
     let mut by_node: HashMap<String, Vec<Arc<Pod>>> = HashMap::new();

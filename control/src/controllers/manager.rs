@@ -7,7 +7,7 @@ use super::runner::{self, Key, Queue};
 use super::scheduler::{self, Scheduler};
 use super::{cronjob, daemonset, deployment, disruption, job, nodelifecycle, replicaset, serviceaccount, statefulset};
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ServiceAccount};
@@ -80,6 +80,8 @@ pub async fn run(config: kube::Config, settings: Settings, shutdown: impl std::f
     let (budgets, budgets_w) = reflector::store::<PodDisruptionBudget>();
     let (namespaces, namespaces_w) = reflector::store::<Namespace>();
     let (service_accounts, sa_w) = reflector::store::<ServiceAccount>();
+    // Watched only so the garbage collector sees them go with their owners.
+    let (_revisions, revisions_w) = reflector::store::<ControllerRevision>();
     let gc = Arc::new(Collector::new(client.clone()));
     let ctx = Arc::new(Ctx {
         settings,
@@ -172,6 +174,7 @@ pub async fn run(config: kube::Config, settings: Settings, shutdown: impl std::f
             ctx.sa_queue.add(key_of(Some(""), sa.metadata.namespace.as_deref()));
         }
     });
+    watch(&mut tasks, &ctx, revisions_w, |_, _: &ControllerRevision, _| {});
     watch(&mut tasks, &ctx, cron_w, |ctx, cj: &CronJob, _| {
         ctx.cron_queue.add(key_of(cj.metadata.namespace.as_deref(), cj.metadata.name.as_deref()));
     });

@@ -15,6 +15,7 @@ pub mod namespace;
 pub mod nodelifecycle;
 pub mod pods;
 pub mod replicaset;
+pub mod revisions;
 pub mod runner;
 pub mod scheduler;
 pub mod serviceaccount;

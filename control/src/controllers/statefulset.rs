@@ -8,6 +8,7 @@ use super::deployment::template_hash;
 use super::events::{self, Type};
 use super::manager::Ctx;
 use super::pods::{self, is_ready, phase, Naming};
+use super::revisions;
 use super::runner::{retry_delay, Action, Key};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
@@ -55,7 +56,10 @@ pub async fn reconcile(key: Key, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let on_delete = strategy.type_.as_deref() == Some("OnDelete");
     let partition = strategy.rolling_update.as_ref().and_then(|r| r.partition).unwrap_or(0);
     let template = serde_json::to_value(&spec.template).map_err(|e| Error::Invalid(e.to_string()))?;
-    let update_revision = format!("{}-{}", key.1, template_hash(&template));
+    let hash = template_hash(&template);
+    let update_revision = format!("{}-{hash}", key.1);
+    let current = set.status.as_ref().and_then(|s| s.current_revision.clone()).unwrap_or_default();
+    revisions::sync(&ctx.client, &key.0, pods::owner_ref(set.as_ref()), &spec.selector, &spec.template, &hash, spec.revision_history_limit.unwrap_or(10), &[current.as_str()]).await?;
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &key.0);
 
     // The set's pods by ordinal.
