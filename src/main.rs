@@ -61,6 +61,9 @@ struct UpArgs {
     /// how long its pods stay on an unreachable node before eviction (upstream: 300)
     #[arg(long, default_value_t = 30)]
     default_unreachable_toleration_seconds: i64,
+    /// First delay before a Job replaces a failed pod; it doubles per failure up to 6m
+    #[arg(long, default_value = "10s", value_parser = node::parse_duration)]
+    job_backoff_base: std::time::Duration,
     #[command(flatten)]
     node: node::NodeArgs,
 }
@@ -141,7 +144,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         let kube = wasmkube_node::agent::kube_config_from_file(&cp.kubeconfig).await?;
         let mut stop = shutdown_node.clone();
         tokio::spawn(async move {
-            let settings = wasmkube_control::controllers::manager::Settings { node_monitor_grace: args.node_monitor_grace_period };
+            let settings = wasmkube_control::controllers::manager::Settings { node_monitor_grace: args.node_monitor_grace_period, job_backoff_base: args.job_backoff_base };
             if let Err(e) = wasmkube_control::controllers::manager::run(kube, settings, async move { stop.wait().await }).await {
                 tracing::error!(error = format!("{e:#}"), "the controller manager stopped");
             }

@@ -72,9 +72,9 @@ impl Cluster {
             .args(["up", "--data-dir"])
             .arg(data_dir)
             .args(["--api-addr", "127.0.0.1:0", "--registry-addr", "127.0.0.1:0", "--dns-addr", "127.0.0.1:0"])
-            // Short back-offs keep crash-loop tests quick; a pod CIDR of its own keeps
+            // Short back-offs keep crash-loop and failing-Job tests quick; a pod CIDR of its own keeps
             // clusters of tests running side by side from binding the same pod addresses.
-            .args(["--backoff-base", "200ms", "--pod-cidr"])
+            .args(["--backoff-base", "200ms", "--job-backoff-base", "200ms", "--pod-cidr"])
             .arg(pod_cidr_for(data_dir))
             .args(extra)
             .stdout(Stdio::piped())

@@ -106,6 +106,7 @@ pub async fn reconcile(key: Key, ctx: Arc<Ctx>) -> Result<Action, Error> {
 
     let mut deleted = Vec::new();
     let mut created = Vec::new();
+    let mut backoff: Option<Duration> = None;
     if failure.is_some() || complete || suspended {
         for p in &active {
             let name = p.metadata.name.clone().unwrap_or_default();
@@ -125,7 +126,11 @@ pub async fn reconcile(key: Key, ctx: Arc<Ctx>) -> Result<Action, Error> {
             None => parallelism,
         };
         let want = parallelism.min(remaining) as usize;
-        if active.len() < want {
+        // After failures, replacements wait: the base doubling per failure, up to 6 min.
+        let wait = if failed_pods > 0 && active.len() < want { backoff_left(&owned, failed_pods, ctx.settings.job_backoff_base) } else { None };
+        if let Some(left) = wait {
+            backoff = Some(left);
+        } else if active.len() < want {
             let n = want - active.len();
             for i in 0..n {
                 let index = if indexed {
@@ -212,10 +217,22 @@ pub async fn reconcile(key: Key, ctx: Arc<Ctx>) -> Result<Action, Error> {
     if changed {
         jobs_api.patch_status(&key.1, &PatchParams::default(), &Patch::Merge(json!({"status": status}))).await?;
     }
-    Ok(match deadline_left {
-        Some(d) if !suspended && !complete && failure.is_none() => Action::RequeueAfter(d + Duration::from_millis(50)),
-        _ => Action::AwaitChange,
-    })
+    let running = !suspended && !complete && failure.is_none();
+    let next = [deadline_left.filter(|_| running), backoff].into_iter().flatten().min();
+    Ok(next.map_or(Action::AwaitChange, |d| Action::RequeueAfter(d + Duration::from_millis(50))))
+}
+
+/// How long replacements must still wait after the latest of `failed` pod failures.
+fn backoff_left(pods: &[Arc<Pod>], failed: usize, base: Duration) -> Option<Duration> {
+    let last = pods
+        .iter()
+        .filter(|p| phase(p) == Some("Failed"))
+        .flat_map(|p| p.status.iter().flat_map(|s| s.container_statuses.iter().flatten()))
+        .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref().map(|t| t.0))
+        .max()?;
+    let delay = base.saturating_mul(1u32 << (failed - 1).min(16)).min(Duration::from_secs(360));
+    let since = now().duration_since(last).unsigned_abs();
+    (since < delay).then(|| delay - since)
 }
 
 fn condition(t: &str, status: &str, reason: &str, message: &str) -> JobCondition {
@@ -268,6 +285,23 @@ fn job_pod(job: &Job, index: Option<i32>) -> Result<Pod, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replacements_back_off_doubling_from_the_last_failure() {
+        let failed_at = |secs_ago: i64| -> Arc<Pod> {
+            let t = (now() - k8s_openapi::jiff::SignedDuration::from_secs(secs_ago)).to_string();
+            Arc::new(serde_json::from_value(json!({"status": {"phase": "Failed", "containerStatuses": [{"name": "c", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": 1, "finishedAt": t}}}]}})).unwrap())
+        };
+        let base = Duration::from_secs(10);
+        let left = backoff_left(&[failed_at(1)], 1, base).unwrap();
+        assert!(left > Duration::from_secs(8) && left <= Duration::from_secs(9), "{left:?}");
+        let left = backoff_left(&[failed_at(30), failed_at(1)], 3, base).unwrap();
+        assert!(left > Duration::from_secs(38) && left <= Duration::from_secs(39), "{left:?}");
+        assert_eq!(backoff_left(&[failed_at(100)], 2, base), None);
+        // Capped at six minutes.
+        assert!(backoff_left(&[failed_at(0)], 30, base).unwrap() <= Duration::from_secs(360));
+    }
 
     #[test]
     fn completed_indexes_compact_as_upstream() {

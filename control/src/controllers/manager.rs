@@ -27,11 +27,14 @@ pub struct Settings {
     /// How long a node may go without renewing its Lease before it is marked Unknown
     /// and tainted unreachable (upstream's node-monitor-grace-period, 40 s).
     pub node_monitor_grace: Duration,
+    /// The first delay before a Job replaces a failed pod; it doubles per failure up to
+    /// 6 min (upstream: 10 s).
+    pub job_backoff_base: Duration,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { node_monitor_grace: Duration::from_secs(20) }
+        Self { node_monitor_grace: Duration::from_secs(20), job_backoff_base: Duration::from_secs(10) }
     }
 }
 
