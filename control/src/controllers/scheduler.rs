@@ -29,6 +29,10 @@ use std::time::Duration;
 
 /// Pods that fit nowhere are looked at again at least this often.
 const UNSCHEDULABLE_RETRY: Duration = Duration::from_secs(15);
+/// Bindings in flight at once.
+const BINDS_IN_FLIGHT: usize = 32;
+/// A failed binding (not a conflict) is tried again after this long.
+const BIND_RETRY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -75,9 +79,15 @@ struct Record {
     offset: usize,
 }
 
-#[derive(Default)]
 pub struct Scheduler {
     record: Mutex<Record>,
+    binds: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Scheduler {
+    fn default() -> Self {
+        Self { record: Mutex::default(), binds: Arc::new(tokio::sync::Semaphore::new(BINDS_IN_FLIGHT)) }
+    }
 }
 
 impl Record {
@@ -193,10 +203,17 @@ fn allocatable(node: &Node) -> Resources {
     Resources { cpu: get("cpu").map_or(u64::MAX, |c| (c * 1000.0) as u64), memory: get("memory").map_or(u64::MAX, |m| m as u64), pods: get("pods").map_or(110, |p| p as u64) }
 }
 
-pub fn node_labels(node: &Node) -> BTreeMap<String, String> {
-    let mut l = node.metadata.labels.clone().unwrap_or_default();
-    l.entry("kubernetes.io/hostname".into()).or_insert_with(|| node.metadata.name.clone().unwrap_or_default());
-    l
+/// A node's labels, with `kubernetes.io/hostname` as upstream's nodes always have it
+/// (borrowed when it is there: this runs for every node a pod is tried on).
+pub fn node_labels(node: &Node) -> std::borrow::Cow<'_, BTreeMap<String, String>> {
+    match node.metadata.labels.as_ref() {
+        Some(l) if l.contains_key("kubernetes.io/hostname") => std::borrow::Cow::Borrowed(l),
+        other => {
+            let mut l = other.cloned().unwrap_or_default();
+            l.insert("kubernetes.io/hostname".into(), node.metadata.name.clone().unwrap_or_default());
+            std::borrow::Cow::Owned(l)
+        }
+    }
 }
 
 fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&String>) -> bool {
@@ -223,15 +240,16 @@ pub fn term_matches(term: &NodeSelectorTerm, node: &Node, labels: &BTreeMap<Stri
 
 /// One reason a node cannot take the pod, in upstream's words.
 fn filter(pod: &Pod, req: &Resources, node: &Node, labels: &BTreeMap<String, String>, used: Resources, ports_in_use: &HashSet<(String, i32)>, placed: &[&Placed], node_label: &HashMap<String, BTreeMap<String, String>>) -> Result<(), Vec<String>> {
-    let spec = pod.spec.clone().unwrap_or_default();
-    let tolerations: Vec<Toleration> = spec.tolerations.clone().unwrap_or_default();
+    static EMPTY: std::sync::OnceLock<k8s_openapi::api::core::v1::PodSpec> = std::sync::OnceLock::new();
+    let spec = pod.spec.as_ref().unwrap_or_else(|| EMPTY.get_or_init(Default::default));
+    let tolerations: &[Toleration] = spec.tolerations.as_deref().unwrap_or_default();
     let ready = node.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
     if !ready {
         return Err(vec!["node(s) were not ready".into()]);
     }
     let cordoned = node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
     let cordon_taint = Taint { key: "node.kubernetes.io/unschedulable".into(), effect: "NoSchedule".into(), value: None, time_added: None };
-    if cordoned && !tolerates(&tolerations, &cordon_taint) {
+    if cordoned && !tolerates(tolerations, &cordon_taint) {
         return Err(vec!["node(s) were unschedulable".into()]);
     }
     let selector_ok = spec.node_selector.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
@@ -240,8 +258,8 @@ fn filter(pod: &Pod, req: &Resources, node: &Node, labels: &BTreeMap<String, Str
     if !selector_ok || !affinity_ok {
         return Err(vec!["node(s) didn't match Pod's node affinity/selector".into()]);
     }
-    let taints = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
-    if let Some(t) = taints.iter().find(|t| (t.effect == "NoSchedule" || t.effect == "NoExecute") && !tolerates(&tolerations, t)) {
+    let taints = node.spec.as_ref().and_then(|s| s.taints.as_deref()).unwrap_or_default();
+    if let Some(t) = taints.iter().find(|t| (t.effect == "NoSchedule" || t.effect == "NoExecute") && !tolerates(tolerations, t)) {
         return Err(vec![format!("node(s) had untolerated taint {{{}: {}}}", t.key, t.value.as_deref().unwrap_or_default())]);
     }
     let alloc = allocatable(node);
@@ -339,7 +357,7 @@ pub async fn reconcile(key: Key, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let nodes = ctx.nodes.state();
     let needs_pods = pod.spec.as_ref().and_then(|s| s.affinity.as_ref()).is_some_and(|a| a.pod_affinity.is_some() || a.pod_anti_affinity.is_some())
         || ctx.scheduler.record.lock().unwrap_or_else(|e| e.into_inner()).with_anti > 0;
-    let node_label: HashMap<String, BTreeMap<String, String>> = if needs_pods { nodes.iter().map(|n| (n.metadata.name.clone().unwrap_or_default(), node_labels(n))).collect() } else { HashMap::new() };
+    let node_label: HashMap<String, BTreeMap<String, String>> = if needs_pods { nodes.iter().map(|n| (n.metadata.name.clone().unwrap_or_default(), node_labels(n).into_owned())).collect() } else { HashMap::new() };
 
     let chosen = {
         let mut r = ctx.scheduler.record.lock().unwrap_or_else(|e| e.into_inner());
@@ -401,20 +419,31 @@ pub async fn reconcile(key: Key, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &key.0);
     match chosen {
         Ok(node) => {
-            let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": key.1, "namespace": key.0}, "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
-            let bound: Result<serde_json::Value, _> = api.create_subresource("binding", &key.1, &PostParams::default(), &binding).await;
-            if let Err(e) = bound {
-                ctx.scheduler.record.lock().unwrap_or_else(|e| e.into_inner()).remove(&uid);
-                if matches!(&e, kube::Error::Api(s) if s.code == 404 || s.code == 409) {
-                    // Gone or bound by someone else: the watch tells the rest.
-                    return Ok(Action::AwaitChange);
+            // The pod is assumed on its node; binding goes on in the background (as
+            // upstream's binding cycle does) so the next pod need not wait for the API.
+            let permit = ctx.scheduler.binds.clone().acquire_owned().await;
+            let ctx = ctx.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": key.1, "namespace": key.0}, "target": {"apiVersion": "v1", "kind": "Node", "name": node}});
+                let bound: Result<serde_json::Value, _> = api.create_subresource("binding", &key.1, &PostParams::default(), &binding).await;
+                match bound {
+                    Ok(_) => {
+                        tracing::debug!(pod = %format!("{}/{}", key.0, key.1), %node, "scheduled");
+                        let message = format!("Successfully assigned {}/{} to {node}", key.0, key.1);
+                        events::record(&ctx.client, "default-scheduler", pod.as_ref(), Type::Normal, "Scheduled", &message).await;
+                    }
+                    Err(e) => {
+                        ctx.scheduler.record.lock().unwrap_or_else(|e| e.into_inner()).remove(&uid);
+                        // Gone or bound by someone else: the watch tells the rest. Otherwise
+                        // the pod is tried again.
+                        if !matches!(&e, kube::Error::Api(s) if s.code == 404 || s.code == 409) {
+                            tracing::warn!(pod = %format!("{}/{}", key.0, key.1), error = %e, "binding failed; retrying");
+                            ctx.sched_queue.add_after(key, BIND_RETRY);
+                        }
+                    }
                 }
-                return Err(e.into());
-            }
-            tracing::debug!(pod = %format!("{}/{}", key.0, key.1), %node, "scheduled");
-            let client = ctx.client.clone();
-            let message = format!("Successfully assigned {}/{} to {node}", key.0, key.1);
-            tokio::spawn(async move { events::record(&client, "default-scheduler", pod.as_ref(), Type::Normal, "Scheduled", &message).await });
+            });
             Ok(Action::AwaitChange)
         }
         Err(message) => {
@@ -476,7 +505,7 @@ mod tests {
         let p = pod(json!({"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{"labelSelector": {"matchLabels": {"app": "a"}}, "topologyKey": "kubernetes.io/hostname"}]}}}));
         let (n1, n2) = (node("n1", "8", "8Gi", json!({})), node("n2", "8", "8Gi", json!({})));
         let other = placed(&p, "n1".into());
-        let labels: HashMap<String, BTreeMap<String, String>> = [&n1, &n2].iter().map(|n| (n.metadata.name.clone().unwrap(), node_labels(n))).collect();
+        let labels: HashMap<String, BTreeMap<String, String>> = [&n1, &n2].iter().map(|n| (n.metadata.name.clone().unwrap(), node_labels(n).into_owned())).collect();
         let check = |n: &Node| filter(&p, &requests_of(&p), n, &node_labels(n), Resources::default(), &HashSet::new(), &[&other], &labels);
         assert_eq!(check(&n1), Err(vec!["node(s) didn't match pod anti-affinity rules".to_owned()]));
         assert_eq!(check(&n2), Ok(()));
