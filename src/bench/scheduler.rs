@@ -246,7 +246,14 @@ async fn heartbeat(mut c: Client, names: Vec<String>) -> anyhow::Result<()> {
 /// The hollow kubelet: every pod bound to a hollow node is marked Running and Ready.
 async fn hollow_kubelet(mut watch: Client, mut writer: Client) -> anyhow::Result<()> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
-    let patcher = tokio::spawn(async move {
+    // Aborted with this task (when the run ends), not left writing to a stopped server.
+    struct AbortOnDrop(tokio::task::JoinHandle<()>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let _patcher = AbortOnDrop(tokio::spawn(async move {
         while let Some((ns, name)) = rx.recv().await {
             let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
             let status = json!({"status": {"phase": "Running", "podIP": "127.250.0.1", "startTime": now, "conditions": [
@@ -257,7 +264,7 @@ async fn hollow_kubelet(mut watch: Client, mut writer: Client) -> anyhow::Result
                 eprintln!("hollow kubelet: {e:#}");
             }
         }
-    });
+    }));
     let result = watch_events(&mut watch, "/api/v1/pods?watch=true", |event| {
         let obj = &event["object"];
         let bound = obj.pointer("/spec/nodeName").and_then(|v| v.as_str()).is_some_and(|n| n.starts_with("hollow-"));
@@ -270,6 +277,5 @@ async fn hollow_kubelet(mut watch: Client, mut writer: Client) -> anyhow::Result
         true
     })
     .await;
-    patcher.abort();
     result
 }

@@ -1,6 +1,13 @@
 //! The embedded store: an in-memory index of every object, written through to
 //! redb before a write returns. Reads never touch the disk (the role the watch
 //! cache plays in kube-apiserver); the file is read once, at open.
+//!
+//! Writes commit in groups: a write is checked against the latest state (including
+//! writes still on their way to disk), given its revision and queued; the first writer
+//! to find no commit under way becomes the leader and writes everything queued in one
+//! redb transaction (one fsync), again and again until the queue is empty. Only then are
+//! the writes applied to the index, recorded and broadcast, in revision order, and their
+//! writers answered, so nothing is visible or acknowledged before it is on disk.
 
 use super::{object_revision, EventType, Store, StoreError, StoreEvent, Watch};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -20,11 +27,58 @@ pub const DEFAULT_HISTORY: usize = 10_000;
 const LIVE_BUFFER: usize = 16_384;
 
 struct State {
+    /// What is on disk.
     objects: BTreeMap<String, Arc<Value>>,
     revision: u64,
     history: VecDeque<Arc<StoreEvent>>,
     /// Watches from a revision at or above this can be replayed from history.
     history_floor: u64,
+    /// Writes given a revision and waiting for the disk, in revision order.
+    queued: Vec<Queued>,
+    /// The newest queued value of each key they touch (`None`: deleted).
+    ahead: std::collections::HashMap<String, Option<Arc<Value>>>,
+    /// The last revision given out.
+    assigned: u64,
+    /// A leader is writing a group.
+    committing: bool,
+}
+
+struct Queued {
+    event: Arc<StoreEvent>,
+    bytes: Option<Vec<u8>>,
+    done: Arc<Done>,
+}
+
+/// Where a writer waits for its group to reach the disk.
+#[derive(Default)]
+struct Done {
+    result: Mutex<Option<Result<(), String>>>,
+    ready: std::sync::Condvar,
+}
+
+impl Done {
+    fn set(&self, r: Result<(), String>) {
+        *self.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+        self.ready.notify_all();
+    }
+
+    fn wait(&self) -> Result<(), StoreError> {
+        let mut r = self.result.lock().unwrap_or_else(|p| p.into_inner());
+        while r.is_none() {
+            r = self.ready.wait(r).unwrap_or_else(|p| p.into_inner());
+        }
+        r.clone().unwrap_or(Ok(())).map_err(StoreError::Backend)
+    }
+}
+
+impl State {
+    /// The latest value of `key`, queued writes included.
+    fn current(&self, key: &str) -> Option<Arc<Value>> {
+        match self.ahead.get(key) {
+            Some(v) => v.clone(),
+            None => self.objects.get(key).cloned(),
+        }
+    }
 }
 
 /// See the module docs. `db` is `None` for a memory-only store (tests, benchmarks).
@@ -77,7 +131,16 @@ impl LocalStore {
     fn build(objects: BTreeMap<String, Arc<Value>>, revision: u64, db: Option<Database>, path: Option<std::path::PathBuf>) -> Self {
         let (events, _) = broadcast::channel(LIVE_BUFFER);
         Self {
-            state: Mutex::new(State { objects, revision, history: VecDeque::new(), history_floor: revision }),
+            state: Mutex::new(State {
+                objects,
+                revision,
+                history: VecDeque::new(),
+                history_floor: revision,
+                queued: Vec::new(),
+                ahead: Default::default(),
+                assigned: revision,
+                committing: false,
+            }),
             db,
             path,
             history_limit: DEFAULT_HISTORY,
@@ -97,49 +160,96 @@ impl LocalStore {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Write one change to disk: `Some(bytes)` stores, `None` removes.
-    fn persist(&self, key: &str, bytes: Option<&[u8]>, revision: u64) -> Result<(), StoreError> {
+    /// Write a group of changes to disk in one transaction.
+    fn persist(&self, group: &[Queued]) -> Result<(), StoreError> {
         let Some(db) = &self.db else { return Ok(()) };
+        let Some(last) = group.last() else { return Ok(()) };
         let txn = db.begin_write().map_err(backend)?;
         {
             let mut objects = txn.open_table(OBJECTS).map_err(backend)?;
-            match bytes {
-                Some(b) => {
-                    objects.insert(key, b).map_err(backend)?;
-                }
-                None => {
-                    objects.remove(key).map_err(backend)?;
+            for q in group {
+                match &q.bytes {
+                    Some(b) => {
+                        objects.insert(q.event.key.as_str(), &b[..]).map_err(backend)?;
+                    }
+                    None => {
+                        objects.remove(q.event.key.as_str()).map_err(backend)?;
+                    }
                 }
             }
             let mut meta = txn.open_table(META).map_err(backend)?;
-            meta.insert(REVISION_KEY, revision).map_err(backend)?;
+            meta.insert(REVISION_KEY, last.event.revision).map_err(backend)?;
         }
         txn.commit().map_err(backend)
     }
 
-    /// Apply one write under the lock: persist, index, record and broadcast.
-    fn commit(
-        &self,
-        st: &mut State,
-        kind: EventType,
-        key: &str,
-        mut obj: Value,
-        prev: Option<Arc<Value>>,
-    ) -> Result<Arc<Value>, StoreError> {
-        let revision = st.revision + 1;
+    /// Queue one write (the caller has checked it against `st.current`), commit it with
+    /// whatever else is queued, and return the object as stored.
+    fn commit<'a>(&'a self, mut st: std::sync::MutexGuard<'a, State>, kind: EventType, key: &str, mut obj: Value, prev: Option<Arc<Value>>) -> Result<Arc<Value>, StoreError> {
+        let revision = st.assigned + 1;
         if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.insert("resourceVersion".into(), Value::String(revision.to_string()));
         }
-        let bytes = serde_json::to_vec(&obj).map_err(backend)?;
-        self.persist(key, (kind != EventType::Deleted).then_some(&bytes[..]), revision)?;
-        st.revision = revision;
+        let bytes = if kind == EventType::Deleted { None } else { Some(serde_json::to_vec(&obj).map_err(backend)?) };
+        st.assigned = revision;
         let obj = Arc::new(obj);
-        if kind == EventType::Deleted {
+        st.ahead.insert(key.to_string(), (kind != EventType::Deleted).then(|| obj.clone()));
+        let done = Arc::new(Done::default());
+        let event = Arc::new(StoreEvent { kind, key: key.to_string(), object: obj.clone(), prev, revision });
+        st.queued.push(Queued { event, bytes, done: done.clone() });
+        if st.committing {
+            drop(st);
+            done.wait()?;
+            return Ok(obj);
+        }
+        st.committing = true;
+        loop {
+            let group = std::mem::take(&mut st.queued);
+            if group.is_empty() {
+                st.committing = false;
+                break;
+            }
+            drop(st);
+            let written = self.persist(&group);
+            st = self.lock();
+            match written {
+                Ok(()) => {
+                    for q in &group {
+                        self.apply(&mut st, q.event.clone());
+                    }
+                    for q in &group {
+                        q.done.set(Ok(()));
+                    }
+                }
+                Err(e) => {
+                    // The disk refused: this group and everything queued after it (which
+                    // was checked against it) fail; the index still shows the disk.
+                    let rest = std::mem::take(&mut st.queued);
+                    st.ahead.clear();
+                    st.assigned = st.revision;
+                    for q in group.iter().chain(rest.iter()) {
+                        q.done.set(Err(e.to_string()));
+                    }
+                }
+            }
+        }
+        drop(st);
+        done.wait()?;
+        Ok(obj)
+    }
+
+    /// A write on disk: index, record and broadcast it.
+    fn apply(&self, st: &mut State, event: Arc<StoreEvent>) {
+        let key = &event.key;
+        if st.ahead.get(key).is_some_and(|v| v.as_ref().map_or(event.kind == EventType::Deleted, |v| Arc::ptr_eq(v, &event.object))) {
+            st.ahead.remove(key);
+        }
+        st.revision = event.revision;
+        if event.kind == EventType::Deleted {
             st.objects.remove(key);
         } else {
-            st.objects.insert(key.to_string(), obj.clone());
+            st.objects.insert(key.clone(), event.object.clone());
         }
-        let event = Arc::new(StoreEvent { kind, key: key.to_string(), object: obj.clone(), prev, revision });
         st.history.push_back(event.clone());
         while st.history.len() > self.history_limit {
             if let Some(old) = st.history.pop_front() {
@@ -148,7 +258,6 @@ impl LocalStore {
         }
         // No receivers is fine: nobody is watching.
         let _ = self.events.send(event);
-        Ok(obj)
     }
 }
 
@@ -179,25 +288,25 @@ impl Store for LocalStore {
     }
 
     fn create(&self, key: &str, obj: Value) -> Result<Arc<Value>, StoreError> {
-        let mut st = self.lock();
-        if st.objects.contains_key(key) {
+        let st = self.lock();
+        if st.current(key).is_some() {
             return Err(StoreError::AlreadyExists(key.to_string()));
         }
-        self.commit(&mut st, EventType::Added, key, obj, None)
+        self.commit(st, EventType::Added, key, obj, None)
     }
 
     fn update(&self, key: &str, obj: Value, expected: Option<u64>) -> Result<Arc<Value>, StoreError> {
-        let mut st = self.lock();
-        let current = st.objects.get(key).cloned().ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+        let st = self.lock();
+        let current = st.current(key).ok_or_else(|| StoreError::NotFound(key.to_string()))?;
         check_expected(key, &current, expected)?;
-        self.commit(&mut st, EventType::Modified, key, obj, Some(current))
+        self.commit(st, EventType::Modified, key, obj, Some(current))
     }
 
     fn delete(&self, key: &str, expected: Option<u64>) -> Result<Arc<Value>, StoreError> {
-        let mut st = self.lock();
-        let current = st.objects.get(key).cloned().ok_or_else(|| StoreError::NotFound(key.to_string()))?;
+        let st = self.lock();
+        let current = st.current(key).ok_or_else(|| StoreError::NotFound(key.to_string()))?;
         check_expected(key, &current, expected)?;
-        self.commit(&mut st, EventType::Deleted, key, (*current).clone(), Some(current))
+        self.commit(st, EventType::Deleted, key, (*current).clone(), Some(current))
     }
 
     fn watch(&self, prefix: &str, from: Option<u64>) -> Result<Watch, StoreError> {
@@ -305,6 +414,48 @@ mod tests {
         assert_eq!((e1.kind, e1.revision), (EventType::Added, 1));
         assert_eq!((e2.kind, e2.revision), (EventType::Deleted, 2));
         assert!(e2.prev.is_some());
+    }
+
+    #[test]
+    fn concurrent_writes_commit_in_groups_and_stay_in_revision_order() {
+        let dir = std::env::temp_dir().join(format!("wasmkube-store-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("store.redb");
+        {
+            let s = Arc::new(LocalStore::open(&path).unwrap());
+            let mut w = s.watch("/core/", Some(0)).unwrap();
+            let threads: Vec<_> = (0..8)
+                .map(|t| {
+                    let s = s.clone();
+                    std::thread::spawn(move || {
+                        for i in 0..50 {
+                            let key = format!("/core/configmaps/default/t{t}");
+                            if i == 0 {
+                                s.create(&key, cm(&format!("t{t}"))).unwrap();
+                            } else {
+                                // Compare-and-swap on what this thread wrote last.
+                                let cur = s.get(&key).unwrap().unwrap();
+                                s.update(&key, cm(&format!("t{t}")), object_revision(&cur)).unwrap();
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            assert_eq!(s.revision(), 400);
+            let mut last = 0;
+            for _ in 0..400 {
+                let e = w.live.try_recv().unwrap();
+                assert_eq!(e.revision, last + 1);
+                last = e.revision;
+            }
+        }
+        let s = LocalStore::open(&path).unwrap();
+        assert_eq!(s.revision(), 400);
+        assert_eq!(s.list("/core/configmaps/default/").unwrap().0.len(), 8);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
