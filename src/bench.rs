@@ -277,20 +277,26 @@ async fn api(args: ApiArgs) -> anyhow::Result<()> {
     let (rss, store) = (server.rss_mib(), server.store_mib());
     server.stop().await;
     let (rows, notes) = result?;
+    let mut notes = notes;
+    notes.push(format!("- at the end: store file {store:.1} MiB, server RSS {rss:.1} MiB"));
+    print_table(&rows, &notes);
+    Ok(())
+}
+
+/// The results as the markdown table docs/benchmarks.md keeps, then the notes.
+fn print_table(rows: &[Row], notes: &[String]) {
     #[allow(clippy::print_stdout)]
     {
         println!("| phase | objects in store | ops | ops/s | p50 ms | p99 ms |");
         println!("|---|---:|---:|---:|---:|---:|");
-        for r in &rows {
+        for r in rows {
             println!("| {} | {} | {} | {:.0} | {:.2} | {:.2} |", r.phase, r.in_store, r.ops, r.per_sec, r.p50_ms, r.p99_ms);
         }
         println!();
         for n in notes {
             println!("{n}");
         }
-        println!("- at the end: store file {store:.1} MiB, server RSS {rss:.1} MiB");
     }
-    Ok(())
 }
 
 async fn api_phases(server: &Server, args: &ApiArgs) -> anyhow::Result<(Vec<Row>, Vec<String>)> {

@@ -33,9 +33,7 @@ pub struct PodsArgs {
 }
 
 pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
-    for tool in ["wrk"] {
-        which(tool).with_context(|| format!("{tool} is needed (apt-get install {tool})"))?;
-    }
+    which("wrk").context("wrk is needed (apt-get install wrk)")?;
     let server = Server::start_with(None, &["--max-pods", &(args.pods + 10).to_string()]).await?;
     let result = measure(&server, &args).await;
     server.stop().await;

@@ -43,18 +43,7 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
     let result = measure(&server, &args).await;
     server.stop().await;
     let (rows, notes) = result?;
-    #[allow(clippy::print_stdout)]
-    {
-        println!("| phase | in store | ops | ops/s | p50 ms | p99 ms |");
-        println!("|---|---:|---:|---:|---:|---:|");
-        for r in &rows {
-            println!("| {} | {} | {} | {:.0} | {:.2} | {:.2} |", r.phase, r.in_store, r.ops, r.per_sec, r.p50_ms, r.p99_ms);
-        }
-        println!();
-        for n in notes {
-            println!("{n}");
-        }
-    }
+    super::print_table(&rows, &notes);
     Ok(())
 }
 

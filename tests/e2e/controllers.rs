@@ -7,27 +7,31 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::process::Stdio;
 
-/// A Deployment of the WAGI hello module (Ready as soon as it serves).
-fn hello_deployment(name: &str, image: &str, replicas: u32, extra_spec: &str) -> String {
+/// A workload of `kind` running the WAGI hello module (Ready as soon as it serves), its
+/// pods labelled `app: <app>`; `spec_extra` is YAML lines for its spec.
+fn hello_workload(kind: &str, name: &str, app: &str, image: &str, spec_extra: &str) -> String {
     format!(
         r#"apiVersion: apps/v1
-kind: Deployment
+kind: {kind}
 metadata: {{name: {name}}}
 spec:
-  replicas: {replicas}
-  selector: {{matchLabels: {{app: {name}}}}}
-{extra_spec}  template:
+  selector: {{matchLabels: {{app: {app}}}}}
+{spec_extra}  template:
     metadata:
-      labels: {{app: {name}}}
+      labels: {{app: {app}}}
       annotations: {{wasmkube.io/executor: wagi}}
     spec:
-      terminationGracePeriodSeconds: 2
+      terminationGracePeriodSeconds: 1
       containers:
       - name: web
         image: "{image}"
         ports: [{{containerPort: 8080}}]
 "#
     )
+}
+
+fn hello_deployment(name: &str, image: &str, replicas: u32, extra_spec: &str) -> String {
+    hello_workload("Deployment", name, name, image, &format!("  replicas: {replicas}\n{extra_spec}"))
 }
 
 fn lines(s: &str) -> Vec<String> {
@@ -381,10 +385,12 @@ spec:
     });
     assert_eq!(second, format!("tick-{}", minutes + 1));
     c.ok(&["wait", "--for=condition=complete", &format!("job/{second}"), "--timeout=60s"]);
-    // kubectl's one-off run from the template.
+    wait_for(30, "the first job cleaned up", || (!c.kubectl(&["get", "job", &first]).status.success()).then_some(()));
+    // kubectl's one-off run from the template (owned by the CronJob, so its history
+    // limit applies: raised first, or the finished run could be cleaned up at once).
+    c.ok(&["patch", "cronjob/tick", "-p", r#"{"spec":{"successfulJobsHistoryLimit":3}}"#]);
     c.ok(&["create", "job", "now", "--from=cronjob/tick"]);
     c.ok(&["wait", "--for=condition=complete", "job/now", "--timeout=60s"]);
-    wait_for(30, "the first job cleaned up", || (!c.kubectl(&["get", "job", &first]).status.success()).then_some(()));
 }
 
 /// Pod watch events (`kubectl get pods -w`) as JSON values, as they come.
@@ -431,26 +437,7 @@ fn statefulset_pods_start_in_order_and_scale_down_in_reverse() {
     let (c, _dir) = Cluster::start();
     let image = c.push_example("hello-wagi");
     let (mut watch, events) = watch_pods(&c, "app=db");
-    c.apply(&format!(
-        r#"apiVersion: apps/v1
-kind: StatefulSet
-metadata: {{name: web}}
-spec:
-  serviceName: web
-  replicas: 3
-  selector: {{matchLabels: {{app: db}}}}
-  template:
-    metadata:
-      labels: {{app: db}}
-      annotations: {{wasmkube.io/executor: wagi}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: web
-        image: "{image}"
-        ports: [{{containerPort: 8080}}]
-"#
-    ));
+    c.apply(&hello_workload("StatefulSet", "web", "db", &image, "  serviceName: web\n  replicas: 3\n"));
     c.ok(&["rollout", "status", "statefulset/web", "--timeout=120s"]);
     assert_eq!(lines(&c.jsonpath(&["pods", "-l", "app=db"], "{.items[*].metadata.name}")), ["web-0", "web-1", "web-2"]);
     assert_eq!(c.jsonpath(&["pod", "web-1"], "{.spec.hostname}.{.spec.subdomain}"), "web-1.web");
@@ -516,24 +503,7 @@ fn a_daemonset_runs_one_pod_per_node_and_follows_nodes_joining_and_leaving() {
     let three = c.join_node(2, "node-three");
     let nodes = lines(&c.jsonpath(&["nodes"], "{.items[*].metadata.name}"));
     assert_eq!(nodes.len(), 3, "{nodes:?}");
-    c.apply(&format!(
-        r#"apiVersion: apps/v1
-kind: DaemonSet
-metadata: {{name: agent}}
-spec:
-  selector: {{matchLabels: {{app: agent}}}}
-  template:
-    metadata:
-      labels: {{app: agent}}
-      annotations: {{wasmkube.io/executor: wagi}}
-    spec:
-      terminationGracePeriodSeconds: 1
-      containers:
-      - name: web
-        image: "{image}"
-        ports: [{{containerPort: 8080}}]
-"#
-    ));
+    c.apply(&hello_workload("DaemonSet", "agent", "agent", &image, ""));
     c.ok(&["rollout", "status", "daemonset/agent", "--timeout=120s"]);
     let placed = |c: &Cluster| {
         let mut v = lines(&c.jsonpath(&["pods", "-l", "app=agent", "--field-selector=status.phase=Running"], "{.items[*].spec.nodeName}"));
@@ -649,7 +619,7 @@ fn the_scheduler_explains_what_fits_nowhere_and_places_by_selector_taint_and_ant
         &image,
         3,
         "",
-    ).replace("    spec:\n      terminationGracePeriodSeconds: 2\n", "    spec:\n      terminationGracePeriodSeconds: 2\n      affinity:\n        podAntiAffinity:\n          requiredDuringSchedulingIgnoredDuringExecution:\n          - labelSelector: {matchLabels: {app: spread}}\n            topologyKey: kubernetes.io/hostname\n"));
+    ).replace("    spec:\n      terminationGracePeriodSeconds: 1\n", "    spec:\n      terminationGracePeriodSeconds: 1\n      affinity:\n        podAntiAffinity:\n          requiredDuringSchedulingIgnoredDuringExecution:\n          - labelSelector: {matchLabels: {app: spread}}\n            topologyKey: kubernetes.io/hostname\n"));
     rollout_status(&c, "spread");
     let mut nodes = lines(&c.jsonpath(&["pods", "-l", "app=spread"], "{.items[*].spec.nodeName}"));
     nodes.sort();

@@ -5,7 +5,7 @@
 use super::events::{self, Type};
 use super::manager::{controller_of, Ctx};
 use super::pods::owner_ref;
-use super::runner::{retry_delay, Action, Key};
+use super::runner::{Action, Error, Key};
 use chrono::{DateTime, TimeZone, Utc};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
@@ -20,21 +20,7 @@ pub const SCHEDULED_ANNOTATION: &str = "batch.kubernetes.io/cronjob-scheduled-ti
 /// Missed start times beyond this many are not caught up one by one (upstream's 100).
 const MAX_MISSED: usize = 100;
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("API: {0}")]
-    Api(#[from] kube::Error),
-    #[error("{0}")]
-    Invalid(String),
-}
 
-pub fn error_policy(_key: &Key, e: &Error, failures: u32) -> Duration {
-    match e {
-        // A bad schedule or time zone waits for the user to change the CronJob.
-        Error::Invalid(_) => Duration::from_secs(300),
-        Error::Api(_) => retry_delay(failures),
-    }
-}
 
 /// A parsed schedule: five fields or a macro, as upstream accepts.
 pub fn parse_schedule(schedule: &str) -> Result<croner::Cron, String> {

@@ -8,7 +8,7 @@ use super::events::{self, Type};
 use super::manager::Ctx;
 use super::pods::{self, is_active, is_ready, Naming};
 use super::revisions;
-use super::runner::{retry_delay, Action, Key};
+use super::runner::{Action, Error, Key};
 use super::scheduler;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod, Taint, Toleration};
@@ -18,21 +18,10 @@ use kube::runtime::reflector::ObjectRef;
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 pub const REVISION_LABEL: &str = "controller-revision-hash";
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("API: {0}")]
-    Api(#[from] kube::Error),
-    #[error("{0}")]
-    Invalid(String),
-}
 
-pub fn error_policy(_key: &Key, _e: &Error, failures: u32) -> Duration {
-    retry_delay(failures)
-}
 
 /// Whether `tolerations` tolerate `taint`, by upstream's matching rules.
 pub fn tolerates(tolerations: &[Toleration], taint: &Taint) -> bool {
@@ -85,7 +74,8 @@ pub async fn reconcile(key: Key, ctx: Arc<Ctx>) -> Result<Action, Error> {
     tolerations.extend(daemon_tolerations());
     let template = serde_json::to_value(&spec.template).map_err(|e| Error::Invalid(e.to_string()))?;
     let revision = template_hash(&template);
-    revisions::sync(&ctx.client, &key.0, pods::owner_ref(ds.as_ref()), &spec.selector, &spec.template, &revision, spec.revision_history_limit.unwrap_or(10), &[]).await?;
+    let owner = revisions::Owner { reference: pods::owner_ref(ds.as_ref()), selector: &spec.selector, template: &spec.template, limit: spec.revision_history_limit.unwrap_or(10) };
+    revisions::sync(&ctx.client, &key.0, owner, &revision, &[]).await?;
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &key.0);
 
     let mut by_node: HashMap<String, Vec<Arc<Pod>>> = HashMap::new();

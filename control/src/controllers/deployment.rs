@@ -5,7 +5,7 @@
 
 use super::events::{self, Type};
 use super::manager::{controller_of, Ctx};
-use super::runner::{retry_delay, Action, Key};
+use super::runner::{Action, Error, Key};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -17,17 +17,7 @@ use std::time::Duration;
 pub const REVISION: &str = "deployment.kubernetes.io/revision";
 pub const HASH_LABEL: &str = "pod-template-hash";
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("API: {0}")]
-    Api(#[from] kube::Error),
-    #[error("{0}")]
-    Invalid(String),
-}
 
-pub fn error_policy(_key: &Key, _e: &Error, failures: u32) -> Duration {
-    retry_delay(failures)
-}
 
 /// A short, stable, DNS-safe hash of the pod template (upstream's alphabet: no vowels).
 pub fn template_hash(template: &Value) -> String {

@@ -4,24 +4,15 @@
 
 use super::manager::{selector_matches, Ctx};
 use super::pods::is_ready;
-use super::runner::{retry_delay, Action, Key};
+use super::runner::{Action, Error, Key};
 use crate::api::handlers::desired_healthy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
 use serde_json::json;
 use std::sync::Arc;
-use std::time::Duration;
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("API: {0}")]
-    Api(#[from] kube::Error),
-}
 
-pub fn error_policy(_key: &Key, _e: &Error, failures: u32) -> Duration {
-    retry_delay(failures)
-}
 
 pub async fn reconcile(key: Key, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let Some(pdb) = ctx.budgets.get(&ObjectRef::new(&key.1).within(&key.0)) else { return Ok(Action::AwaitChange) };

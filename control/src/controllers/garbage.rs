@@ -12,13 +12,12 @@
 //! The graph is fed by the manager's watches. Owners are verified with a live read before
 //! their dependents are deleted, so a watch running behind never costs a live object.
 
-use super::runner::{retry_delay, Action, Key, Queue};
+use super::runner::{Action, Error, Key, Queue};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PropagationPolicy};
 use kube::core::ObjectMeta;
 use serde_json::json;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 pub const ORPHAN_FINALIZER: &str = "orphan";
 pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
@@ -58,15 +57,7 @@ pub struct Collector {
     pub queue: Queue,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("API: {0}")]
-    Api(#[from] kube::Error),
-}
 
-pub fn error_policy(_key: &Key, _e: &Error, failures: u32) -> Duration {
-    retry_delay(failures)
-}
 
 impl Collector {
     pub fn new(client: kube::Client) -> Self {

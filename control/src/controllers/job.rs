@@ -6,7 +6,7 @@
 use super::events::{self, Type};
 use super::manager::Ctx;
 use super::pods::{self, is_active, is_ready, phase, Naming};
-use super::runner::{retry_delay, Action, Key};
+use super::runner::{Action, Error, Key};
 use k8s_openapi::api::batch::v1::{Job, JobCondition};
 use k8s_openapi::api::core::v1::{EnvVar, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PropagationPolicy};
@@ -18,17 +18,7 @@ use std::time::Duration;
 
 pub const INDEX_ANNOTATION: &str = "batch.kubernetes.io/job-completion-index";
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("API: {0}")]
-    Api(#[from] kube::Error),
-    #[error("{0}")]
-    Invalid(String),
-}
 
-pub fn error_policy(_key: &Key, _e: &Error, failures: u32) -> Duration {
-    retry_delay(failures)
-}
 
 fn now() -> k8s_openapi::jiff::Timestamp {
     k8s_openapi::jiff::Timestamp::now()

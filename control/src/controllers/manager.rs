@@ -181,7 +181,7 @@ pub async fn run(config: kube::Config, settings: Settings, shutdown: impl std::f
     watch(&mut tasks, &ctx, cron_w, |ctx, cj: &CronJob, _| {
         ctx.cron_queue.add(key_of(cj.metadata.namespace.as_deref(), cj.metadata.name.as_deref()));
     });
-    tasks.spawn(runner::run("garbage-collector", gc.queue.clone(), gc.clone(), 2, garbage::reconcile, garbage::error_policy));
+    tasks.spawn(runner::run("garbage-collector", gc.queue.clone(), gc.clone(), 2, garbage::reconcile, runner::error_policy));
     {
         // Controllers start once every cache holds its first full list. (One waiter per
         // store: a store wakes only the last task waiting on it.)
@@ -201,16 +201,16 @@ pub async fn run(config: kube::Config, settings: Settings, shutdown: impl std::f
             let _ = ctx.service_accounts.wait_until_ready().await;
             tokio::join!(
                 // One scheduler worker: each pass sees the bindings of the one before.
-                runner::run("scheduler", ctx.sched_queue.clone(), ctx.clone(), 1, scheduler::reconcile, scheduler::error_policy),
-                runner::run("replicaset", ctx.rs_queue.clone(), ctx.clone(), 4, replicaset::reconcile, replicaset::error_policy),
-                runner::run("deployment", ctx.deploy_queue.clone(), ctx.clone(), 2, deployment::reconcile, deployment::error_policy),
-                runner::run("job", ctx.job_queue.clone(), ctx.clone(), 4, job::reconcile, job::error_policy),
-                runner::run("cronjob", ctx.cron_queue.clone(), ctx.clone(), 2, cronjob::reconcile, cronjob::error_policy),
-                runner::run("statefulset", ctx.sts_queue.clone(), ctx.clone(), 2, statefulset::reconcile, statefulset::error_policy),
-                runner::run("daemonset", ctx.ds_queue.clone(), ctx.clone(), 2, daemonset::reconcile, daemonset::error_policy),
-                runner::run("node-lifecycle", ctx.node_queue.clone(), ctx.clone(), 2, nodelifecycle::reconcile, nodelifecycle::error_policy),
-                runner::run("disruption", ctx.pdb_queue.clone(), ctx.clone(), 2, disruption::reconcile, disruption::error_policy),
-                runner::run("serviceaccount", ctx.sa_queue.clone(), ctx.clone(), 1, serviceaccount::reconcile, serviceaccount::error_policy),
+                runner::run("scheduler", ctx.sched_queue.clone(), ctx.clone(), 1, scheduler::reconcile, runner::error_policy),
+                runner::run("replicaset", ctx.rs_queue.clone(), ctx.clone(), 4, replicaset::reconcile, runner::error_policy),
+                runner::run("deployment", ctx.deploy_queue.clone(), ctx.clone(), 2, deployment::reconcile, runner::error_policy),
+                runner::run("job", ctx.job_queue.clone(), ctx.clone(), 4, job::reconcile, runner::error_policy),
+                runner::run("cronjob", ctx.cron_queue.clone(), ctx.clone(), 2, cronjob::reconcile, runner::error_policy),
+                runner::run("statefulset", ctx.sts_queue.clone(), ctx.clone(), 2, statefulset::reconcile, runner::error_policy),
+                runner::run("daemonset", ctx.ds_queue.clone(), ctx.clone(), 2, daemonset::reconcile, runner::error_policy),
+                runner::run("node-lifecycle", ctx.node_queue.clone(), ctx.clone(), 2, nodelifecycle::reconcile, runner::error_policy),
+                runner::run("disruption", ctx.pdb_queue.clone(), ctx.clone(), 2, disruption::reconcile, runner::error_policy),
+                runner::run("serviceaccount", ctx.sa_queue.clone(), ctx.clone(), 1, serviceaccount::reconcile, runner::error_policy),
             );
         });
     }

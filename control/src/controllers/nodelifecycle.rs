@@ -10,7 +10,7 @@ use super::daemonset::tolerates;
 use super::events::{self, Type};
 use super::manager::Ctx;
 use super::pods::{self, is_active};
-use super::runner::{retry_delay, Action, Key};
+use super::runner::{Action, Error, Key};
 use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
@@ -21,15 +21,7 @@ use std::time::Duration;
 
 pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("API: {0}")]
-    Api(#[from] kube::Error),
-}
 
-pub fn error_policy(_key: &Key, _e: &Error, failures: u32) -> Duration {
-    retry_delay(failures)
-}
 
 fn now() -> k8s_openapi::jiff::Timestamp {
     k8s_openapi::jiff::Timestamp::now()

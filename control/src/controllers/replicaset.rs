@@ -4,7 +4,7 @@
 use super::events::{self, Type};
 use super::manager::{controller_of, selector_matches, Ctx};
 use super::pods::{self, is_active, is_ready, Naming};
-use super::runner::{retry_delay, Action, Key};
+use super::runner::{Action, Error, Key};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams};
@@ -16,17 +16,7 @@ use std::time::Duration;
 /// Pods created or deleted per reconcile at most (upstream's burst is 500).
 const BURST: usize = 500;
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("API: {0}")]
-    Api(#[from] kube::Error),
-    #[error("{0}")]
-    Invalid(String),
-}
 
-pub fn error_policy(_key: &Key, _e: &Error, failures: u32) -> Duration {
-    retry_delay(failures)
-}
 
 /// Ready for at least `min_ready`; otherwise how long until it will be.
 fn available_in(p: &Pod, min_ready: Duration) -> Option<Duration> {

@@ -15,9 +15,19 @@ fn selector_text(sel: &LabelSelector) -> String {
     sel.match_labels.iter().flatten().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }
 
+/// A StatefulSet or DaemonSet as its revisions see it.
+pub struct Owner<'a> {
+    pub reference: OwnerReference,
+    pub selector: &'a LabelSelector,
+    pub template: &'a PodTemplateSpec,
+    /// `revisionHistoryLimit`.
+    pub limit: i32,
+}
+
 /// Makes the revision `<owner>-<hash>` the newest of the owner's, creating it if needed,
-/// and deletes the oldest beyond `limit` (never one named in `keep`).
-pub async fn sync(client: &kube::Client, ns: &str, owner: OwnerReference, selector: &LabelSelector, template: &PodTemplateSpec, hash: &str, limit: i32, keep: &[&str]) -> Result<(), kube::Error> {
+/// and deletes the oldest beyond the history limit (never one named in `keep`).
+pub async fn sync(client: &kube::Client, ns: &str, owner: Owner<'_>, hash: &str, keep: &[&str]) -> Result<(), kube::Error> {
+    let Owner { reference: owner, selector, template, limit } = owner;
     let api: Api<ControllerRevision> = Api::namespaced(client.clone(), ns);
     let listed = api.list(&ListParams::default().labels(&selector_text(selector))).await?;
     let mut mine: Vec<ControllerRevision> = listed.items.into_iter().filter(|r| r.metadata.owner_references.iter().flatten().any(|o| o.uid == owner.uid)).collect();

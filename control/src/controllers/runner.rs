@@ -1,6 +1,7 @@
 //! The controller runner: a work queue of object keys with de-duplication, one reconcile
 //! at a time per key, a fixed number of workers, back-off retries and a tracing span around
-//! each reconcile. Controllers supply `reconcile(key, ctx)` and `error_policy(key, err, ctx)`.
+//! each reconcile. Controllers supply `reconcile(key, ctx)`; the shared [`error_policy`]
+//! decides when a failed key is tried again.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -108,6 +109,25 @@ impl Queue {
             self.inner.ready.notify_one();
         }
         failures
+    }
+}
+
+/// Why a reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("API: {0}")]
+    Api(#[from] kube::Error),
+    /// The object cannot be acted on as it is (a bad template, schedule or time zone).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// The controllers' retry policy: API errors back off per key; an invalid object waits
+/// for its next change (which enqueues it anyway), looked at again after 5 min at most.
+pub fn error_policy(_key: &Key, e: &Error, failures: u32) -> Duration {
+    match e {
+        Error::Api(_) => retry_delay(failures),
+        Error::Invalid(_) => Duration::from_secs(300),
     }
 }
 

@@ -17,7 +17,7 @@
 use super::daemonset::tolerates;
 use super::events::{self, Type};
 use super::manager::{selector_matches, Ctx};
-use super::runner::{retry_delay, Action, Key};
+use super::runner::{Action, Error, Key};
 use crate::quantity;
 use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodAffinityTerm, Taint, Toleration};
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -34,15 +34,7 @@ const BINDS_IN_FLIGHT: usize = 32;
 /// A failed binding (not a conflict) is tried again after this long.
 const BIND_RETRY: Duration = Duration::from_secs(1);
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("API: {0}")]
-    Api(#[from] kube::Error),
-}
 
-pub fn error_policy(_key: &Key, _e: &Error, failures: u32) -> Duration {
-    retry_delay(failures)
-}
 
 /// Requested resources: millicores, bytes, pods.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -239,7 +231,15 @@ pub fn term_matches(term: &NodeSelectorTerm, node: &Node, labels: &BTreeMap<Stri
 }
 
 /// One reason a node cannot take the pod, in upstream's words.
-fn filter(pod: &Pod, req: &Resources, node: &Node, labels: &BTreeMap<String, String>, used: Resources, ports_in_use: &HashSet<(String, i32)>, placed: &[&Placed], node_label: &HashMap<String, BTreeMap<String, String>>) -> Result<(), Vec<String>> {
+/// The pods already placed and the labels of their nodes (only filled in when a pass
+/// needs them: for pod affinity and anti-affinity).
+struct Others<'a> {
+    placed: &'a [&'a Placed],
+    node_label: &'a HashMap<String, BTreeMap<String, String>>,
+}
+
+fn filter(pod: &Pod, req: &Resources, node: &Node, labels: &BTreeMap<String, String>, used: Resources, ports_in_use: &HashSet<(String, i32)>, others: &Others<'_>) -> Result<(), Vec<String>> {
+    let (placed, node_label) = (others.placed, others.node_label);
     static EMPTY: std::sync::OnceLock<k8s_openapi::api::core::v1::PodSpec> = std::sync::OnceLock::new();
     let spec = pod.spec.as_ref().unwrap_or_else(|| EMPTY.get_or_init(Default::default));
     let tolerations: &[Toleration] = spec.tolerations.as_deref().unwrap_or_default();
@@ -320,7 +320,8 @@ fn term_co_located(term: &PodAffinityTerm, own_ns: &str, labels: &BTreeMap<Strin
 }
 
 /// Higher is better.
-fn score(pod: &Pod, req: &Resources, node: &Node, labels: &BTreeMap<String, String>, used: Resources, owned_here: usize, placed: &[&Placed], node_label: &HashMap<String, BTreeMap<String, String>>) -> i64 {
+fn score(pod: &Pod, req: &Resources, node: &Node, labels: &BTreeMap<String, String>, used: Resources, owned_here: usize, others: &Others<'_>) -> i64 {
+    let (placed, node_label) = (others.placed, others.node_label);
     let alloc = allocatable(node);
     let free = |cap: u64, use_: u64| if cap == u64::MAX || cap == 0 { 1.0 } else { cap.saturating_sub(use_) as f64 / cap as f64 };
     let least_allocated = ((free(alloc.cpu, used.cpu + req.cpu) + free(alloc.memory, used.memory + req.memory) + free(alloc.pods, used.pods + 1)) / 3.0 * 100.0) as i64;
@@ -378,10 +379,10 @@ pub async fn reconcile(key: Key, ctx: Arc<Ctx>) -> Result<Action, Error> {
             } else {
                 HashSet::new()
             };
-            match filter(&pod, &req, node, &labels, used, &ports, &others, &node_label) {
+            match filter(&pod, &req, node, &labels, used, &ports, &Others { placed: &others, node_label: &node_label }) {
                 Ok(()) => {
                     let owned_here = owner.as_ref().and_then(|o| r.owned.get(&(name.clone(), o.clone()))).copied().unwrap_or(0);
-                    let s = score(&pod, &req, node, &labels, used, owned_here, &others, &node_label);
+                    let s = score(&pod, &req, node, &labels, used, owned_here, &Others { placed: &others, node_label: &node_label });
                     if best.is_none_or(|(b, _)| s > b) {
                         best = Some((s, node));
                     }
@@ -480,7 +481,8 @@ mod tests {
 
     #[test]
     fn filters_give_upstreams_reasons() {
-        let check = |p: &Pod, n: &Node| filter(p, &requests_of(p), n, &node_labels(n), Resources::default(), &HashSet::new(), &[], &HashMap::new());
+        let none = HashMap::new();
+        let check = |p: &Pod, n: &Node| filter(p, &requests_of(p), n, &node_labels(n), Resources::default(), &HashSet::new(), &Others { placed: &[], node_label: &none });
         let big = pod(json!({"containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": "4", "memory": "1Gi"}}}]}));
         assert_eq!(requests_of(&big), Resources { cpu: 4000, memory: 1 << 30, pods: 1 });
         assert_eq!(check(&big, &node("n", "2", "8Gi", json!({}))), Err(vec!["Insufficient cpu".to_owned()]));
@@ -506,12 +508,14 @@ mod tests {
         let (n1, n2) = (node("n1", "8", "8Gi", json!({})), node("n2", "8", "8Gi", json!({})));
         let other = placed(&p, "n1".into());
         let labels: HashMap<String, BTreeMap<String, String>> = [&n1, &n2].iter().map(|n| (n.metadata.name.clone().unwrap(), node_labels(n).into_owned())).collect();
-        let check = |n: &Node| filter(&p, &requests_of(&p), n, &node_labels(n), Resources::default(), &HashSet::new(), &[&other], &labels);
+        let placed = [&other];
+        let others = Others { placed: &placed, node_label: &labels };
+        let check = |n: &Node| filter(&p, &requests_of(&p), n, &node_labels(n), Resources::default(), &HashSet::new(), &others);
         assert_eq!(check(&n1), Err(vec!["node(s) didn't match pod anti-affinity rules".to_owned()]));
         assert_eq!(check(&n2), Ok(()));
         // A plain pod with the matching label stays away from the pod that wants no company.
         let plain = pod(json!({}));
-        let check_plain = |n: &Node| filter(&plain, &requests_of(&plain), n, &node_labels(n), Resources::default(), &HashSet::new(), &[&other], &labels);
+        let check_plain = |n: &Node| filter(&plain, &requests_of(&plain), n, &node_labels(n), Resources::default(), &HashSet::new(), &others);
         assert_eq!(check_plain(&n1), Err(vec!["node(s) didn't satisfy existing pods anti-affinity rules".to_owned()]));
         assert_eq!(check_plain(&n2), Ok(()));
     }

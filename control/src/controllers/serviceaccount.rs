@@ -2,22 +2,13 @@
 //! it is deleted, as upstream's service account controller does.
 
 use super::manager::Ctx;
-use super::runner::{retry_delay, Action, Key};
+use super::runner::{Action, Error, Key};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, PostParams};
 use kube::runtime::reflector::ObjectRef;
 use std::sync::Arc;
-use std::time::Duration;
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("API: {0}")]
-    Api(#[from] kube::Error),
-}
 
-pub fn error_policy(_key: &Key, _e: &Error, failures: u32) -> Duration {
-    retry_delay(failures)
-}
 
 /// Keys are ("", namespace).
 pub async fn reconcile(key: Key, ctx: Arc<Ctx>) -> Result<Action, Error> {

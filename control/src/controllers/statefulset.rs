@@ -9,7 +9,7 @@ use super::events::{self, Type};
 use super::manager::Ctx;
 use super::pods::{self, is_ready, phase, Naming};
 use super::revisions;
-use super::runner::{retry_delay, Action, Key};
+use super::runner::{Action, Error, Key};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, Patch, PatchParams};
@@ -17,23 +17,12 @@ use kube::runtime::reflector::ObjectRef;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 pub const REVISION_LABEL: &str = "controller-revision-hash";
 pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
 pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("API: {0}")]
-    Api(#[from] kube::Error),
-    #[error("{0}")]
-    Invalid(String),
-}
 
-pub fn error_policy(_key: &Key, _e: &Error, failures: u32) -> Duration {
-    retry_delay(failures)
-}
 
 fn revision_of(p: &Pod) -> Option<&str> {
     p.metadata.labels.as_ref()?.get(REVISION_LABEL).map(String::as_str)
@@ -59,7 +48,8 @@ pub async fn reconcile(key: Key, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let hash = template_hash(&template);
     let update_revision = format!("{}-{hash}", key.1);
     let current = set.status.as_ref().and_then(|s| s.current_revision.clone()).unwrap_or_default();
-    revisions::sync(&ctx.client, &key.0, pods::owner_ref(set.as_ref()), &spec.selector, &spec.template, &hash, spec.revision_history_limit.unwrap_or(10), &[current.as_str()]).await?;
+    let owner = revisions::Owner { reference: pods::owner_ref(set.as_ref()), selector: &spec.selector, template: &spec.template, limit: spec.revision_history_limit.unwrap_or(10) };
+    revisions::sync(&ctx.client, &key.0, owner, &hash, &[current.as_str()]).await?;
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &key.0);
 
     // The set's pods by ordinal.
