@@ -218,24 +218,7 @@ spec:
 "#
     ));
     c.wait_jsonpath(&["pod", "stray"], "{.status.phase}", "Running", 60);
-    c.apply(&format!(
-        r#"apiVersion: apps/v1
-kind: ReplicaSet
-metadata: {{name: solo}}
-spec:
-  replicas: 2
-  selector: {{matchLabels: {{app: solo}}}}
-  template:
-    metadata:
-      labels: {{app: solo}}
-      annotations: {{wasmkube.io/executor: wagi}}
-    spec:
-      containers:
-      - name: web
-        image: "{image}"
-        ports: [{{containerPort: 8080}}]
-"#
-    ));
+    c.apply(&hello_workload("ReplicaSet", "solo", "solo", &image, "  replicas: 2\n"));
     c.wait_jsonpath(&["rs", "solo"], "{.status.readyReplicas}", "2", 60);
     wait_for(30, "the stray pod adopted", || (c.jsonpath(&["pod", "stray"], "{.metadata.ownerReferences[0].name}") == "solo").then_some(()));
     assert_eq!(live_pods(&c, "app=solo").len(), 2);

@@ -33,32 +33,35 @@ pub async fn record<K: Resource<DynamicType = ()>>(client: &kube::Client, compon
         Type::Normal => "Normal",
         Type::Warning => "Warning",
     };
-    let result = match api.get_opt(&event_name).await {
-        Ok(Some(existing)) => {
-            let count = existing.count.unwrap_or(1) + 1;
-            api.patch(&event_name, &PatchParams::default(), &Patch::Merge(json!({"count": count, "lastTimestamp": now}))).await.map(drop)
-        }
-        Ok(None) => {
-            let event = json!({
-                "apiVersion": "v1",
-                "kind": "Event",
-                "metadata": {"name": event_name, "namespace": ns},
-                "involvedObject": {"apiVersion": K::api_version(&()), "kind": K::kind(&()), "name": name, "namespace": meta.namespace, "uid": meta.uid, "resourceVersion": meta.resource_version},
-                "reason": reason,
-                "message": message,
-                "type": kind_text,
-                "source": {"component": component},
-                "reportingComponent": component,
-                "firstTimestamp": now,
-                "lastTimestamp": now,
-                "count": 1,
-            });
-            match serde_json::from_value::<Event>(event) {
-                Ok(e) => api.create(&PostParams::default(), &e).await.map(drop),
-                Err(e) => Err(kube::Error::SerdeError(e)),
+    // Most events are new: create first, and count a repeat only when the name is taken.
+    let event = json!({
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": event_name, "namespace": ns},
+        "involvedObject": {"apiVersion": K::api_version(&()), "kind": K::kind(&()), "name": name, "namespace": meta.namespace, "uid": meta.uid, "resourceVersion": meta.resource_version},
+        "reason": reason,
+        "message": message,
+        "type": kind_text,
+        "source": {"component": component},
+        "reportingComponent": component,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    });
+    let created = match serde_json::from_value::<Event>(event) {
+        Ok(e) => api.create(&PostParams::default(), &e).await.map(drop),
+        Err(e) => Err(kube::Error::SerdeError(e)),
+    };
+    let result = match created {
+        Err(kube::Error::Api(e)) if e.code == 409 => match api.get_opt(&event_name).await {
+            Ok(Some(existing)) => {
+                let count = existing.count.unwrap_or(1) + 1;
+                api.patch(&event_name, &PatchParams::default(), &Patch::Merge(json!({"count": count, "lastTimestamp": now}))).await.map(drop)
             }
-        }
-        Err(e) => Err(e),
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        },
+        other => other,
     };
     if let Err(e) = result {
         tracing::debug!(reason, error = %e, "recording an event failed");

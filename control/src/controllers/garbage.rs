@@ -87,9 +87,12 @@ impl Collector {
     /// An object of `kind` was added, changed or (with `deleted`) removed.
     pub fn observe(&self, kind: &str, meta: &ObjectMeta, deleted: bool) {
         let Some(uid) = meta.uid.clone() else { return };
-        let watched = self.resources.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect::<HashSet<_>>();
+        // Every event of every watched kind comes here: read the kinds in place.
+        let resources = self.resources.lock().unwrap_or_else(|e| e.into_inner());
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let all_synced = watched.iter().all(|k| s.synced.contains(k));
+        let all_synced = resources.keys().all(|k| s.synced.contains(k));
+        let owners: Vec<(String, String)> = meta.owner_references.iter().flatten().filter(|r| resources.contains_key(&r.kind)).map(|r| (r.uid.clone(), r.kind.clone())).collect();
+        drop(resources);
         let mut wake = Vec::new();
         if let Some(old) = s.nodes.remove(&uid) {
             for (owner, _) in &old.owners {
@@ -98,7 +101,6 @@ impl Collector {
                 }
             }
         }
-        let owners: Vec<(String, String)> = meta.owner_references.iter().flatten().filter(|r| watched.contains(&r.kind)).map(|r| (r.uid.clone(), r.kind.clone())).collect();
         if deleted {
             // Its dependents lose their owner; an owner waiting in foreground may be done.
             if s.dependents.get(&uid).is_some_and(|d| !d.is_empty()) {
