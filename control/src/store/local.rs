@@ -36,7 +36,9 @@ struct State {
     /// Writes given a revision and waiting for the disk, in revision order.
     queued: Vec<Queued>,
     /// The newest queued value of each key they touch (`None`: deleted).
-    ahead: std::collections::HashMap<String, Option<Arc<Value>>>,
+    /// With the write's completion, which a writer that lost a compare-and-swap to it
+    /// waits for, so its retry reads the newer value.
+    ahead: std::collections::HashMap<String, (Option<Arc<Value>>, Arc<Done>)>,
     /// The last revision given out.
     assigned: u64,
     /// A leader is writing a group.
@@ -75,7 +77,7 @@ impl State {
     /// The latest value of `key`, queued writes included.
     fn current(&self, key: &str) -> Option<Arc<Value>> {
         match self.ahead.get(key) {
-            Some(v) => v.clone(),
+            Some((v, _)) => v.clone(),
             None => self.objects.get(key).cloned(),
         }
     }
@@ -193,8 +195,8 @@ impl LocalStore {
         let bytes = if kind == EventType::Deleted { None } else { Some(serde_json::to_vec(&obj).map_err(backend)?) };
         st.assigned = revision;
         let obj = Arc::new(obj);
-        st.ahead.insert(key.to_string(), (kind != EventType::Deleted).then(|| obj.clone()));
         let done = Arc::new(Done::default());
+        st.ahead.insert(key.to_string(), ((kind != EventType::Deleted).then(|| obj.clone()), done.clone()));
         let event = Arc::new(StoreEvent { kind, key: key.to_string(), object: obj.clone(), prev, revision });
         st.queued.push(Queued { event, bytes, done: done.clone() });
         if st.committing {
@@ -238,10 +240,21 @@ impl LocalStore {
         Ok(obj)
     }
 
+    /// `err` once the queued write to `key` (if any) is on disk: a caller that lost a
+    /// compare-and-swap to it then re-reads the value that beat it, not the older one.
+    fn after_queued(&self, st: std::sync::MutexGuard<'_, State>, key: &str, err: StoreError) -> StoreError {
+        let pending = st.ahead.get(key).map(|(_, done)| done.clone());
+        drop(st);
+        if let Some(done) = pending {
+            let _ = done.wait();
+        }
+        err
+    }
+
     /// A write on disk: index, record and broadcast it.
     fn apply(&self, st: &mut State, event: Arc<StoreEvent>) {
         let key = &event.key;
-        if st.ahead.get(key).is_some_and(|v| v.as_ref().map_or(event.kind == EventType::Deleted, |v| Arc::ptr_eq(v, &event.object))) {
+        if st.ahead.get(key).is_some_and(|(v, _)| v.as_ref().map_or(event.kind == EventType::Deleted, |v| Arc::ptr_eq(v, &event.object))) {
             st.ahead.remove(key);
         }
         st.revision = event.revision;
@@ -298,14 +311,18 @@ impl Store for LocalStore {
     fn update(&self, key: &str, obj: Value, expected: Option<u64>) -> Result<Arc<Value>, StoreError> {
         let st = self.lock();
         let current = st.current(key).ok_or_else(|| StoreError::NotFound(key.to_string()))?;
-        check_expected(key, &current, expected)?;
+        if let Err(e) = check_expected(key, &current, expected) {
+            return Err(self.after_queued(st, key, e));
+        }
         self.commit(st, EventType::Modified, key, obj, Some(current))
     }
 
     fn delete(&self, key: &str, expected: Option<u64>) -> Result<Arc<Value>, StoreError> {
         let st = self.lock();
         let current = st.current(key).ok_or_else(|| StoreError::NotFound(key.to_string()))?;
-        check_expected(key, &current, expected)?;
+        if let Err(e) = check_expected(key, &current, expected) {
+            return Err(self.after_queued(st, key, e));
+        }
         self.commit(st, EventType::Deleted, key, (*current).clone(), Some(current))
     }
 
