@@ -659,7 +659,7 @@ impl Shared {
                 mounts: mounts.into_iter().map(|m| (m.host, m.guest, m.read_only)).collect(),
                 memory_limit: limit("memory").and_then(|q| crate::quantity::bytes(&q)),
                 cpu_millis: limit("cpu").and_then(|q| crate::quantity::millicores(&q)),
-                executor: match self.ctx.runtime.artifact_kind(&p_module, &p_digest).map_err(|m| one("CreateContainerError", m))? {
+                executor: match self.ctx.runtime.artifact_kind_off_thread(&p_module, &p_digest).await.map_err(|m| one("CreateContainerError", m))? {
                     ArtifactKind::HttpComponent if ports.is_empty() => return Err(one("CreateContainerError", "a wasi:http component serves HTTP: declare a containerPort".into())),
                     ArtifactKind::HttpComponent => Executor::Http { kind: HttpKind::WasiHttp, ports },
                     ArtifactKind::Command if wagi && !ports.is_empty() => Executor::Http { kind: HttpKind::Wagi, ports },

@@ -278,6 +278,13 @@ impl WasmRuntime {
         }
     }
 
+    /// `artifact_kind` on a blocking thread: compiling a large component takes seconds of
+    /// CPU, which must not hold up the async workers serving the API, probes and pods.
+    pub async fn artifact_kind_off_thread(self: &Arc<Self>, path: &Path, digest: &str) -> Result<ArtifactKind, String> {
+        let (rt, path, owned) = (self.clone(), path.to_owned(), digest.to_owned());
+        tokio::task::spawn_blocking(move || rt.artifact_kind(&path, &owned)).await.map_err(|e| format!("compiling {digest}: {e}"))?
+    }
+
     /// Runs a command module or a `wasi:cli/run` component to its end. Dropping the future
     /// stops it at its next tick.
     pub async fn run(&self, spec: RunSpec) -> Outcome {

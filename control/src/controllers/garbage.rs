@@ -57,8 +57,6 @@ pub struct Collector {
     pub queue: Queue,
 }
 
-
-
 impl Collector {
     pub fn new(client: kube::Client) -> Self {
         Self { client, resources: Mutex::default(), state: Mutex::default(), queue: Queue::default() }
@@ -71,9 +69,12 @@ impl Collector {
 
     /// The watch of `kind` has listed everything once.
     pub fn synced(&self, kind: &str) {
+        // Lock order everywhere: `resources`, then `state`.
+        let resources = self.resources.lock().unwrap_or_else(|e| e.into_inner());
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         s.synced.insert(kind.to_owned());
-        let all = self.resources.lock().unwrap_or_else(|e| e.into_inner()).keys().all(|k| s.synced.contains(k));
+        let all = resources.keys().all(|k| s.synced.contains(k));
+        drop(resources);
         if all {
             // Dependents whose owners went while nobody watched.
             let missing: HashSet<String> = s.dependents.keys().filter(|uid| !s.nodes.contains_key(*uid)).cloned().collect();
