@@ -6,6 +6,7 @@
 mod pods;
 mod registry;
 mod scheduler;
+mod services;
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
@@ -26,6 +27,10 @@ pub enum BenchCommand {
     Pods(pods::PodsArgs),
     /// Scheduling throughput on hollow nodes (10,000 pods on 5,000 nodes), then the API at scale.
     Scheduler(scheduler::SchedulerArgs),
+    /// DNS queries/s for cluster names (dnsperf), against dnsmasq serving the same names.
+    Dns(services::DnsArgs),
+    /// HTTP through a Service's ClusterIP to 3 hello pods, against one pod and a native server.
+    Http(services::HttpArgs),
 }
 
 #[derive(clap::Args)]
@@ -50,6 +55,8 @@ pub async fn run(what: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Registry(args) => registry::run(args).await,
         BenchCommand::Pods(args) => pods::run(args).await,
         BenchCommand::Scheduler(args) => scheduler::run(args).await,
+        BenchCommand::Dns(args) => services::dns(args).await,
+        BenchCommand::Http(args) => services::http(args).await,
     }
 }
 
@@ -59,6 +66,8 @@ struct Server {
     addr: String,
     /// `host:port` of the embedded registry.
     registry: String,
+    /// `host:port` of the embedded DNS server.
+    dns: String,
     data_dir: PathBuf,
     remove_dir: bool,
     token: String,
@@ -97,7 +106,8 @@ impl Server {
         .context("server did not get ready within 60 s")??
         .context("server exited before it was ready")?;
         let addr = ready.split_whitespace().find_map(|w| w.strip_prefix("https://")).context("no API URL in the ready line")?.to_string();
-        let registry = ready.split_whitespace().skip_while(|w| *w != "registry").nth(1).context("no registry in the ready line")?.to_string();
+        let after = |word: &str| ready.split_whitespace().skip_while(|w| *w != word).nth(1).map(str::to_owned).with_context(|| format!("no {word} in the ready line"));
+        let (registry, dns) = (after("registry")?, after("dns")?);
         let token = std::fs::read_to_string(data_dir.join("pki/admin.token"))?.trim().to_string();
         let ca = std::fs::read(data_dir.join("pki/ca.crt"))?;
         let mut roots = rustls::RootCertStore::empty();
@@ -108,7 +118,7 @@ impl Server {
             .with_safe_default_protocol_versions()?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        Ok(Self { child, addr, registry, data_dir, remove_dir, token, tls: Arc::new(tls) })
+        Ok(Self { child, addr, registry, dns, data_dir, remove_dir, token, tls: Arc::new(tls) })
     }
 
     fn rss_mib(&self) -> f64 {

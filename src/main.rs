@@ -47,9 +47,10 @@ struct UpArgs {
     /// Address of the embedded OCI registry (plain HTTP; port 0 picks a free port)
     #[arg(long, default_value = "127.0.0.1:5000")]
     registry_addr: String,
-    /// Address of the embedded DNS server (reserved: DNS is not served yet)
-    #[arg(long, default_value = "127.0.0.1:1053")]
-    dns_addr: String,
+    /// Where Service ClusterIPs come from; inside 127/8 so a laptop needs no privileges
+    /// (the first address is the `kubernetes` Service)
+    #[arg(long, default_value = "127.96.0.0/16")]
+    service_cidr: wasmkube_control::api::services::Ipv4Net,
     /// Run the control plane only, without the in-process node agent
     #[arg(long)]
     no_node: bool,
@@ -136,10 +137,18 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let (stop, shutdown) = Shutdown::new();
     let (registry_addr, registry) = start_registry(&data_dir.join("registry"), &args.registry_addr, shutdown.clone()).await?;
     let shutdown_node = shutdown.clone();
-    let cp = ControlPlane::start(ControlPlaneConfig { data_dir: data_dir.clone(), api_addr: args.api_addr, default_toleration_seconds: args.default_unreachable_toleration_seconds }, shutdown)
+    let cp = ControlPlane::start(ControlPlaneConfig { data_dir: data_dir.clone(), api_addr: args.api_addr, default_toleration_seconds: args.default_unreachable_toleration_seconds, service_cidr: args.service_cidr }, shutdown)
         .await
         .context("starting the control plane")?;
-    tracing::info!(dns = %args.dns_addr, "DNS is not part of this build yet");
+    let dns = args.node.dns().await?;
+    let dns_addr = dns.0.local_addr()?;
+    let network = {
+        let kube = wasmkube_node::agent::kube_config_from_file(&cp.kubeconfig).await?;
+        // The in-process node's proxy serves Services on its address; with --no-node only DNS runs.
+        let node_ip = (!args.no_node).then_some(std::net::IpAddr::from([127, 0, 0, 1]));
+        let mut stop = shutdown_node.clone();
+        tokio::spawn(wasmkube_node::network::run(kube, wasmkube_node::network::NetworkConfig { node_ip, dns: Some(dns) }, async move { stop.wait().await }))
+    };
     let controllers = {
         let kube = wasmkube_node::agent::kube_config_from_file(&cp.kubeconfig).await?;
         let mut stop = shutdown_node.clone();
@@ -167,7 +176,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     // The one line on stdout that scripts and tests wait for.
     #[allow(clippy::print_stdout)]
     {
-        println!("wasmkube ready: API https://{} registry {registry_addr} kubeconfig {}", cp.api_addr, cp.kubeconfig.display());
+        println!("wasmkube ready: API https://{} registry {registry_addr} dns {dns_addr} kubeconfig {}", cp.api_addr, cp.kubeconfig.display());
     }
 
     wait_for_signal().await?;
@@ -177,6 +186,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         let _ = node.await;
     }
     let _ = controllers.await;
+    let _ = network.await;
     cp.join().await;
     let _ = registry.await;
     Ok(())

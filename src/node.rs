@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 use wasmkube_node::agent::{self, NodeConfig};
+use wasmkube_node::dns::{self, DnsConfig, DnsSockets};
+use wasmkube_node::network::{self, NetworkConfig};
 
 /// Settings of a node agent.
 #[derive(clap::Args, Clone)]
@@ -30,6 +32,16 @@ pub struct NodeArgs {
     /// Size at which a container's log file is rotated (one older file is kept)
     #[arg(long, default_value = "10Mi")]
     pub container_log_max_size: String,
+    /// Address of the embedded DNS server, UDP and TCP (port 0 picks a free port)
+    #[arg(long, default_value = "127.0.0.1:1053")]
+    pub dns_addr: String,
+    /// The cluster domain the DNS server answers for
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// Resolver (`ip:port`) for names outside the cluster domain (repeatable)
+    /// [default: the nameservers of /etc/resolv.conf]
+    #[arg(long = "dns-upstream")]
+    pub dns_upstreams: Vec<SocketAddr>,
 }
 
 #[derive(clap::Args)]
@@ -72,6 +84,18 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 impl NodeArgs {
+    /// Binds the DNS server's sockets (before the process says it is ready).
+    pub async fn dns(&self) -> anyhow::Result<(DnsSockets, DnsConfig)> {
+        let sockets = DnsSockets::bind(&self.dns_addr).await?;
+        let upstreams = if self.dns_upstreams.is_empty() {
+            let ours = sockets.local_addr()?;
+            dns::upstreams_from_resolv_conf(&std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default(), ours)
+        } else {
+            self.dns_upstreams.clone()
+        };
+        Ok((sockets, DnsConfig { domain: self.cluster_domain.clone(), upstreams }))
+    }
+
     /// The node's settings; its HTTPS endpoint listens on `server_addr` and wants `server_token`.
     pub fn config(&self, kube: agent::KubeConfig, data_dir: PathBuf, host_ip: String, server_addr: SocketAddr, server_token: String) -> anyhow::Result<NodeConfig> {
         let name = match &self.node_name {
@@ -108,9 +132,19 @@ pub async fn run(args: JoinArgs) -> anyhow::Result<()> {
     };
     // The API server calls back with the token the node joined with.
     let server_addr = SocketAddr::new(args.node_ip, args.node_port);
-    let cfg = args.node.config(kube, data_dir, args.node_ip.to_string(), server_addr, args.token.clone())?;
-    agent::run(cfg, async {
+    let dns = args.node.dns().await?;
+    tracing::info!(dns = %dns.0.local_addr()?, "DNS server listening");
+    let cfg = args.node.config(kube.clone(), data_dir, args.node_ip.to_string(), server_addr, args.token.clone())?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let net = tokio::spawn(network::run(kube, NetworkConfig { node_ip: Some(args.node_ip), dns: Some(dns) }, async move {
+        let mut stopped = stopped;
+        let _ = stopped.wait_for(|s| *s).await;
+    }));
+    let result = agent::run(cfg, async {
         let _ = crate::wait_for_signal().await;
     })
-    .await
+    .await;
+    let _ = stop.send(true);
+    let _ = net.await;
+    result
 }

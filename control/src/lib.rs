@@ -54,6 +54,8 @@ pub struct ControlPlaneConfig {
     pub api_addr: String,
     /// tolerationSeconds of the default not-ready/unreachable tolerations pods get.
     pub default_toleration_seconds: i64,
+    /// Where Service ClusterIPs come from.
+    pub service_cidr: api::services::Ipv4Net,
 }
 
 /// A running control plane.
@@ -88,8 +90,10 @@ impl ControlPlane {
             admin_token: creds.admin_token.clone(),
             namespace_deleted: Default::default(),
             evictions: Default::default(),
+            services: api::services::ServiceAllocator::new(cfg.service_cidr),
         });
         bootstrap(&state)?;
+        kubernetes_service(&state, api_addr).map_err(|e| ControlError::Bootstrap(format!("the kubernetes Service: {e}")))?;
 
         let mut tasks = Vec::new();
         let app = api::router(state.clone());
@@ -129,4 +133,37 @@ fn bootstrap(state: &SharedState) -> Result<(), ControlError> {
         state.store.create(&nsres.key("", name), obj)?;
     }
     Ok(())
+}
+
+/// The `kubernetes` Service in `default` (the first ClusterIP) and its endpoints, which
+/// name this API server, as upstream's API server keeps them.
+fn kubernetes_service(state: &SharedState, api_addr: SocketAddr) -> Result<(), String> {
+    use serde_json::json;
+    let find = |group, version, plural| api::resources::find(group, version, plural).ok_or_else(|| format!("{plural} are not served"));
+    let write = |res: &'static api::resources::Resource, obj: serde_json::Value| -> Result<(), String> {
+        let name = obj.pointer("/metadata/name").and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
+        let addr = Address { resource: res, namespace: Some("default".into()), name: Some(name.clone()), sub: None };
+        match state.store.get(&res.key("default", &name)).map_err(|e| e.to_string())? {
+            None => api::handlers::create_object(state, &addr, obj).map(|_| ()).map_err(|e| e.to_string()),
+            Some(current) => {
+                let mut new = (*current).clone();
+                for field in ["spec", "subsets", "endpoints", "ports", "addressType"] {
+                    if let Some(v) = obj.get(field) {
+                        new[field] = v.clone();
+                    }
+                }
+                api::handlers::update_object(state, &addr, &current, new, api::handlers::Part::Main, false).map(|_| ()).map_err(|e| e.to_string())
+            }
+        }
+    };
+    let ip = if api_addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { api_addr.ip().to_string() };
+    let port = api_addr.port();
+    let labels = json!({"component": "apiserver", "provider": "kubernetes"});
+    write(find("", "v1", "services")?, json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "kubernetes", "labels": labels},
+        "spec": {"clusterIP": state.services.kubernetes_ip().to_string(), "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]}}))?;
+    write(find("", "v1", "endpoints")?, json!({"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": ip}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]}))?;
+    write(find("discovery.k8s.io", "v1", "endpointslices")?, json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "kubernetes", "labels": {"kubernetes.io/service-name": "kubernetes", "endpointslice.kubernetes.io/managed-by": "endpointslicemirroring-controller.k8s.io"}},
+        "addressType": "IPv4", "endpoints": [{"addresses": [ip], "conditions": {"ready": true}}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}))
 }

@@ -1,8 +1,9 @@
-//! A container's environment as Kubernetes builds it: `envFrom` first, then `env` in
-//! order with `$(VAR)` references to what came before, values from ConfigMaps, Secrets,
-//! the pod's own fields and its resources.
+//! A container's environment as Kubernetes builds it: the variables of the Services that
+//! exist when the pod starts, then `envFrom`, then `env` in order with `$(VAR)` references
+//! to what came before, values from ConfigMaps, Secrets, the pod's own fields and its
+//! resources.
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Container, Pod, Service};
 use std::collections::{BTreeMap, HashMap};
 
 /// The ConfigMaps and Secrets a pod refers to, fetched once per pod start. `None` marks
@@ -11,6 +12,9 @@ use std::collections::{BTreeMap, HashMap};
 pub struct Sources {
     pub configmaps: HashMap<String, Option<BTreeMap<String, Vec<u8>>>>,
     pub secrets: HashMap<String, Option<BTreeMap<String, Vec<u8>>>>,
+    /// The Services of the pod's namespace (when `enableServiceLinks` is on) and the
+    /// `kubernetes` Service, for `<NAME>_SERVICE_HOST`-style variables.
+    pub services: Vec<Service>,
 }
 
 /// What the pod knows about where it runs, for `fieldRef`s.
@@ -93,6 +97,9 @@ pub fn container_env(container: &Container, facts: &PodFacts, sources: &Sources)
             env.push((k, v));
         }
     };
+    for (k, v) in service_env(&sources.services) {
+        set(&mut env, k, v);
+    }
     for from in container.env_from.iter().flatten() {
         let prefix = from.prefix.as_deref().unwrap_or("");
         let (data, optional, what, name) = if let Some(r) = &from.config_map_ref {
@@ -135,6 +142,40 @@ pub fn container_env(container: &Container, facts: &PodFacts, sources: &Sources)
         set(&mut env, e.name.clone(), value);
     }
     Ok(env)
+}
+
+/// Upstream's service link variables: `<NAME>_SERVICE_HOST`, `<NAME>_SERVICE_PORT`
+/// (and `_<PORT NAME>`), and the Docker-link style `<NAME>_PORT_<port>_<PROTO>...`, for
+/// every Service with a ClusterIP.
+pub fn service_env(services: &[Service]) -> Vec<(String, String)> {
+    let mut services: Vec<&Service> = services.iter().collect();
+    services.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    let upper = |s: &str| s.to_uppercase().replace('-', "_");
+    let mut out = Vec::new();
+    for svc in services {
+        let Some(spec) = svc.spec.as_ref() else { continue };
+        let Some(ip) = spec.cluster_ip.as_deref().filter(|ip| !ip.is_empty() && *ip != "None") else { continue };
+        let ports = spec.ports.as_deref().unwrap_or_default();
+        let Some(first) = ports.first() else { continue };
+        let name = upper(svc.metadata.name.as_deref().unwrap_or_default());
+        out.push((format!("{name}_SERVICE_HOST"), ip.to_owned()));
+        out.push((format!("{name}_SERVICE_PORT"), first.port.to_string()));
+        for p in ports {
+            if let Some(pn) = p.name.as_deref().filter(|n| !n.is_empty()) {
+                out.push((format!("{name}_SERVICE_PORT_{}", upper(pn)), p.port.to_string()));
+            }
+        }
+        let proto = |p: &k8s_openapi::api::core::v1::ServicePort| p.protocol.clone().unwrap_or_else(|| "TCP".into());
+        out.push((format!("{name}_PORT"), format!("{}://{ip}:{}", proto(first).to_lowercase(), first.port)));
+        for p in ports {
+            let prefix = format!("{name}_PORT_{}_{}", p.port, proto(p).to_uppercase());
+            out.push((prefix.clone(), format!("{}://{ip}:{}", proto(p).to_lowercase(), p.port)));
+            out.push((format!("{prefix}_PROTO"), proto(p).to_lowercase()));
+            out.push((format!("{prefix}_PORT"), p.port.to_string()));
+            out.push((format!("{prefix}_ADDR"), ip.to_owned()));
+        }
+    }
+    out
 }
 
 fn key_from(data: Option<&BTreeMap<String, Vec<u8>>>, what: &str, kind: &str, ns: &str, name: &str, key: &str, optional: bool) -> Result<Option<String>, ConfigError> {

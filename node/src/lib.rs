@@ -4,17 +4,23 @@
 //! [`agent`] registration, lease and pod watch; [`pod`] one pod's life; [`wasm`] the
 //! executors (commands run to their end, HTTP containers served with one instance per
 //! request); [`images`] the image store; [`env`], [`volumes`], [`probes`], [`status`];
-//! [`logs`] container logs and [`server`] the node's HTTPS endpoint that serves them.
+//! [`logs`] container logs and [`server`] the node's HTTPS endpoint that serves them;
+//! [`network`] the node's Service proxy ([`proxy`]) and DNS server ([`dns`]), both fed by
+//! the [`service_table`].
 
 pub mod agent;
+pub mod dns;
 pub mod env;
 pub mod images;
 pub mod ipam;
 pub mod logs;
+pub mod network;
 pub mod pod;
 pub mod probes;
+pub mod proxy;
 pub mod quantity;
 pub mod server;
+pub mod service_table;
 pub mod status;
 pub mod volumes;
 pub mod wasm;

@@ -12,7 +12,7 @@ use crate::volumes;
 use crate::wasm::{HttpKind, HttpSpec, DEFAULT_MAX_CONCURRENT, DEFAULT_REQUEST_TIMEOUT};
 use crate::wasm::{ArtifactKind, Mount, Outcome, RunSpec};
 use futures::future::OptionFuture;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
@@ -86,18 +86,23 @@ pub async fn run(ctx: Arc<NodeCtx>, mut feed: watch::Receiver<Option<Arc<Pod>>>)
                 let latest = if changed.is_ok() { feed.borrow_and_update().clone() } else { None };
                 match latest {
                     None => break End::Gone,
-                    Some(p) if p.metadata.deletion_timestamp.is_some() => break End::Deleting,
+                    Some(p) if p.metadata.deletion_timestamp.is_some() => break End::Deleting(p),
                     Some(_) => {} // pod specs are immutable where it matters to the node
                 }
             }
             _ = stopping.wait_for(|s| *s) => break End::NodeStopping,
         }
     };
+    if let End::Deleting(latest) = &end {
+        if let Some(w) = work.as_mut() {
+            drain_http(&sh, latest, w).await;
+        }
+    }
     drop(work);
     writer.abort();
     match end {
         End::NodeStopping => return, // left as it is for the next start of the node
-        End::Deleting => {
+        End::Deleting(_) => {
             sh.stopped("stopped: the pod is being deleted");
             let _ = sh.write_now().await;
             finish_deletion(&ctx, &pod).await;
@@ -110,8 +115,38 @@ pub async fn run(ctx: Arc<NodeCtx>, mut feed: watch::Receiver<Option<Arc<Pod>>>)
 
 enum End {
     Gone,
-    Deleting,
+    Deleting(Arc<Pod>),
     NodeStopping,
+}
+
+/// How long a deleted pod's HTTP servers keep answering while the endpoints controller and
+/// the node proxies take it out of rotation (bounded by its grace period).
+const ENDPOINT_DRAIN: Duration = Duration::from_secs(1);
+
+/// A deleted pod's HTTP servers end as a well-behaved server does on SIGTERM: they keep
+/// serving while the pod leaves its Services' endpoints, then stop taking connections and
+/// finish the requests in flight, all within the pod's grace period. The containers keep
+/// running (`work` is polled) until then.
+async fn drain_http<F: std::future::Future + Unpin>(sh: &Shared, latest: &Pod, work: &mut F) {
+    if !sh.drain.serving() {
+        return;
+    }
+    let grace = latest
+        .metadata
+        .deletion_grace_period_seconds
+        .or_else(|| latest.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
+        .map_or(Duration::from_secs(30), |s| Duration::from_secs(u64::try_from(s).unwrap_or(0)));
+    let hard_stop = tokio::time::Instant::now() + grace;
+    tokio::select! {
+        _ = &mut *work => return,
+        _ = tokio::time::sleep(ENDPOINT_DRAIN.min(grace)) => {}
+    }
+    sh.drain.close();
+    tokio::select! {
+        _ = &mut *work => {}
+        _ = sh.drain.drained() => {}
+        _ = tokio::time::sleep_until(hard_stop) => {}
+    }
 }
 
 fn is_terminal(pod: &Pod) -> bool {
@@ -166,6 +201,8 @@ struct Shared {
     policy: String,
     state: Mutex<PodState>,
     dirty: Notify,
+    /// Ends the pod's HTTP servers gracefully when it is deleted.
+    drain: crate::wasm::Drain,
 }
 
 #[derive(Clone, Copy)]
@@ -186,6 +223,7 @@ impl Shared {
             policy: spec.restart_policy.unwrap_or_else(|| "Always".into()),
             state: Mutex::new(state),
             dirty: Notify::new(),
+            drain: Default::default(),
             ctx,
             pod,
         }
@@ -448,6 +486,7 @@ impl Shared {
                 log: log.clone(),
                 request_timeout: DEFAULT_REQUEST_TIMEOUT,
                 max_concurrent: DEFAULT_MAX_CONCURRENT,
+                drain: self.drain.clone(),
             };
             Box::pin(self.ctx.runtime.serve_http(spec))
         });
@@ -684,6 +723,7 @@ impl Shared {
             });
             sources.configmaps.insert(name, data);
         }
+        sources.services = self.fetch_services().await?;
         let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
         for name in secret_names {
             let s = secrets.get_opt(&name).await.map_err(|e| format!("reading secret {name:?}: {e}"))?;
@@ -695,6 +735,26 @@ impl Shared {
             sources.secrets.insert(name, data);
         }
         Ok(sources)
+    }
+
+    /// The Services whose variables the pod gets: those of its namespace unless
+    /// `enableServiceLinks: false`, and always `kubernetes` in `default`.
+    async fn fetch_services(&self) -> Result<Vec<Service>, String> {
+        let mut out = Vec::new();
+        if self.spec().enable_service_links != Some(false) {
+            let api: Api<Service> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+            out = api.list(&Default::default()).await.map_err(|e| format!("listing services: {e}"))?.items;
+        }
+        let has_master = self.namespace == "default" && self.spec().enable_service_links != Some(false);
+        if !has_master {
+            let api: Api<Service> = Api::namespaced(self.ctx.client.clone(), "default");
+            if let Some(k) = api.get_opt("kubernetes").await.map_err(|e| format!("reading the kubernetes service: {e}"))? {
+                // The API server's Service wins over a namesake in the pod's namespace.
+                out.retain(|s| s.metadata.name.as_deref() != Some("kubernetes"));
+                out.push(k);
+            }
+        }
+        Ok(out)
     }
 
     /// Registry credentials from the pod's `imagePullSecrets`; unreadable ones are skipped

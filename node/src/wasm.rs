@@ -17,7 +17,7 @@
 mod cgi;
 mod http;
 
-pub use http::{HttpKind, HttpSpec, DEFAULT_MAX_CONCURRENT, DEFAULT_REQUEST_TIMEOUT, WAGI_MAX_REQUEST_BODY, WAGI_MAX_RESPONSE};
+pub use http::{Drain, HttpKind, HttpSpec, DEFAULT_MAX_CONCURRENT, DEFAULT_REQUEST_TIMEOUT, WAGI_MAX_REQUEST_BODY, WAGI_MAX_RESPONSE};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

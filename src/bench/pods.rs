@@ -60,9 +60,17 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
 }
 
 type StartRow = (String, usize, f64, f64, f64);
+
+/// How hard `wrk` pushes: connections, for seconds.
+#[derive(Clone, Copy)]
+pub(super) struct Load {
+    pub connections: u32,
+    pub seconds: u32,
+}
 type HttpRow = (String, f64, f64, f64);
 
 async fn measure(server: &Server, args: &PodsArgs) -> anyhow::Result<(Vec<StartRow>, Vec<HttpRow>, Vec<String>)> {
+    let load = Load { connections: args.connections, seconds: args.seconds };
     let mut notes = Vec::new();
     let wagi_image = push(server, &args.wagi_module, "bench/hello-wagi:v1").await?;
     let has_component = args.http_component.exists();
@@ -73,23 +81,23 @@ async fn measure(server: &Server, args: &PodsArgs) -> anyhow::Result<(Vec<StartR
     create_pod(&mut client, "warmup", &wagi_image, true).await?;
     wait_running(server, &["warmup"]).await?;
     let warm_ip = pod_ip(&mut client, "warmup").await?;
-    let wagi_rate = wrk(&format!("http://{warm_ip}:8080/"), args).await?;
+    let wagi_rate = wrk(&format!("http://{warm_ip}:8080/"), load).await?;
     let mut http_rows = vec![("wasmkube, WAGI module (fresh instance per request)".to_owned(), wagi_rate.0, wagi_rate.1, wagi_rate.2)];
     if let Some(image) = &http_image {
         create_pod(&mut client, "warmup-http", image, false).await?;
         wait_running(server, &["warmup-http"]).await?;
         let ip = pod_ip(&mut client, "warmup-http").await?;
-        let r = wrk(&format!("http://{ip}:8080/"), args).await?;
+        let r = wrk(&format!("http://{ip}:8080/"), load).await?;
         http_rows.push(("wasmkube, wasi:http component (fresh instance per request)".into(), r.0, r.1, r.2));
         delete_pod(&mut client, "warmup-http").await?;
         if which("wasmtime").is_some() {
-            let r = wasmtime_serve(&args.http_component, args).await?;
+            let r = wasmtime_serve(&args.http_component, load).await?;
             http_rows.push(("wasmtime serve, same component (-O pooling-allocator)".into(), r.0, r.1, r.2));
         } else {
             notes.push("- `wasmtime` is not on PATH: no `wasmtime serve` row (`cargo install wasmtime-cli`)".into());
         }
     }
-    let native = native_hello(args).await?;
+    let native = native_hello(load).await?;
     http_rows.push(("native Rust (hyper) hello server".into(), native.0, native.1, native.2));
     delete_pod(&mut client, "warmup").await?;
 
@@ -132,11 +140,11 @@ async fn measure(server: &Server, args: &PodsArgs) -> anyhow::Result<(Vec<StartR
     Ok((start_rows, http_rows, notes))
 }
 
-fn which(tool: &str) -> Option<PathBuf> {
+pub(super) fn which(tool: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|p| std::env::split_paths(&p).map(|d| d.join(tool)).find(|p| p.is_file()))
 }
 
-async fn push(server: &Server, module: &std::path::Path, repo: &str) -> anyhow::Result<String> {
+pub(super) async fn push(server: &Server, module: &std::path::Path, repo: &str) -> anyhow::Result<String> {
     let image = format!("{}/{repo}", server.registry);
     let exe = std::env::current_exe()?;
     let out = tokio::process::Command::new(exe).arg("push").arg(module).arg(&image).output().await?;
@@ -162,13 +170,13 @@ async fn delete_pod(c: &mut super::Client, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn pod_ip(c: &mut super::Client, name: &str) -> anyhow::Result<String> {
+pub(super) async fn pod_ip(c: &mut super::Client, name: &str) -> anyhow::Result<String> {
     let body = c.send(&op(hyper::Method::GET, format!("/api/v1/namespaces/default/pods/{name}"), "application/json", Bytes::new(), 200)).await?;
     let pod: serde_json::Value = serde_json::from_slice(&body)?;
     pod.pointer("/status/podIP").and_then(|v| v.as_str()).map(str::to_owned).context("pod has no IP")
 }
 
-async fn wait_running(server: &Server, names: &[&str]) -> anyhow::Result<()> {
+pub(super) async fn wait_running(server: &Server, names: &[&str]) -> anyhow::Result<()> {
     let mut c = server.connect().await?;
     let deadline = Instant::now() + Duration::from_secs(120);
     for name in names {
@@ -219,9 +227,9 @@ async fn watch_running(mut c: super::Client, count: usize) -> anyhow::Result<Has
 }
 
 /// Requests/s, p50 ms and p99 ms from `wrk --latency`.
-async fn wrk(url: &str, args: &PodsArgs) -> anyhow::Result<(f64, f64, f64)> {
+pub(super) async fn wrk(url: &str, load: Load) -> anyhow::Result<(f64, f64, f64)> {
     let out = tokio::process::Command::new("wrk")
-        .args(["-t2", &format!("-c{}", args.connections), &format!("-d{}s", args.seconds), "--latency", url])
+        .args(["-t2", &format!("-c{}", load.connections), &format!("-d{}s", load.seconds), "--latency", url])
         .output()
         .await
         .context("running wrk")?;
@@ -248,7 +256,7 @@ async fn wrk(url: &str, args: &PodsArgs) -> anyhow::Result<(f64, f64, f64)> {
 }
 
 /// The same load against `wasmtime serve` running the component.
-async fn wasmtime_serve(component: &std::path::Path, args: &PodsArgs) -> anyhow::Result<(f64, f64, f64)> {
+async fn wasmtime_serve(component: &std::path::Path, load: Load) -> anyhow::Result<(f64, f64, f64)> {
     let port = free_port()?;
     let mut child = tokio::process::Command::new("wasmtime")
         .args(["serve", "-O", "pooling-allocator", "--addr", &format!("127.0.0.1:{port}")])
@@ -265,17 +273,17 @@ async fn wasmtime_serve(component: &std::path::Path, args: &PodsArgs) -> anyhow:
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let r = wrk(&format!("http://127.0.0.1:{port}/"), args).await;
+    let r = wrk(&format!("http://127.0.0.1:{port}/"), load).await;
     let _ = child.kill().await;
     r
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(super) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// The floor: a native hyper server answering the same text, in this process.
-async fn native_hello(args: &PodsArgs) -> anyhow::Result<(f64, f64, f64)> {
+pub(super) async fn native_hello(load: Load) -> anyhow::Result<(f64, f64, f64)> {
     use hyper::server::conn::http1;
     use hyper::service::service_fn;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -289,7 +297,7 @@ async fn native_hello(args: &PodsArgs) -> anyhow::Result<(f64, f64, f64)> {
             });
         }
     });
-    let r = wrk(&format!("http://127.0.0.1:{port}/"), args).await;
+    let r = wrk(&format!("http://127.0.0.1:{port}/"), load).await;
     server.abort();
     r
 }

@@ -37,6 +37,7 @@ pub struct SchedulerArgs {
 /// How often a hollow node renews its Lease (kubelet's 10 s would be 500 writes/s for
 /// 5,000 nodes; the server's grace period is raised to match).
 const HEARTBEAT: Duration = Duration::from_secs(60);
+const HEARTBEAT_CLIENTS: usize = 4;
 
 pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
     let server = Server::start_with(args.data_dir.clone(), &["--no-node", "--node-monitor-grace-period", "5m"]).await?;
@@ -99,7 +100,7 @@ async fn measure(server: &Server, args: &SchedulerArgs) -> anyhow::Result<(Vec<R
     rows.push(phase("post hollow node status", args.nodes, &mut cs, statuses).await?);
     let leases: Vec<_> = names.iter().map(|n| op(Method::POST, "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases".into(), "application/json", lease(n), 201)).collect();
     rows.push(phase("create hollow node leases", args.nodes, &mut cs, leases).await?);
-    let heartbeats = tokio::spawn(heartbeat(server.connect().await?, names.clone()));
+    let heartbeats = tokio::spawn(heartbeat(clients(server, HEARTBEAT_CLIENTS).await?, names.clone()));
     let kubelet = tokio::spawn(hollow_kubelet(server.connect().await?, server.connect().await?));
 
     // Throughput: create the pods as fast as the clients can, watch them get bound.
@@ -219,17 +220,33 @@ async fn watch_bound(mut c: Client, ns: &str, count: usize) -> anyhow::Result<Ha
     Ok(seen)
 }
 
-/// Renews every hollow node's Lease once per [`HEARTBEAT`], spread evenly.
-async fn heartbeat(mut c: Client, names: Vec<String>) -> anyhow::Result<()> {
-    let gap = HEARTBEAT / u32::try_from(names.len().max(1)).unwrap_or(u32::MAX);
-    loop {
-        for n in &names {
-            let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-            let body = Bytes::from(serde_json::to_vec(&json!({"spec": {"renewTime": now}}))?);
-            c.send(&op(Method::PATCH, format!("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{n}"), "application/merge-patch+json", body, 200)).await?;
-            tokio::time::sleep(gap).await;
-        }
+/// Renews every hollow node's Lease once per [`HEARTBEAT`], spread evenly over several
+/// clients; each renewal has its due time and a client that falls behind does not sleep,
+/// so a loaded server never makes a node look dead.
+async fn heartbeat(clients: Vec<Client>, names: Vec<String>) -> anyhow::Result<()> {
+    let per_client = names.len().div_ceil(clients.len().max(1)).max(1);
+    let mut tasks = tokio::task::JoinSet::new();
+    for (mut c, chunk) in clients.into_iter().zip(names.chunks(per_client).map(<[String]>::to_vec)) {
+        tasks.spawn(async move {
+            let gap = HEARTBEAT / u32::try_from(chunk.len().max(1)).unwrap_or(u32::MAX);
+            loop {
+                let round = tokio::time::Instant::now();
+                for (i, n) in chunk.iter().enumerate() {
+                    tokio::time::sleep_until(round + gap * u32::try_from(i).unwrap_or(u32::MAX)).await;
+                    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+                    let body = Bytes::from(serde_json::to_vec(&json!({"spec": {"renewTime": now}}))?);
+                    c.send(&op(Method::PATCH, format!("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{n}"), "application/merge-patch+json", body, 200)).await?;
+                }
+                tokio::time::sleep_until(round + HEARTBEAT).await;
+            }
+            #[allow(unreachable_code)]
+            anyhow::Ok(())
+        });
     }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    Ok(())
 }
 
 /// The hollow kubelet: every pod bound to a hollow node is marked Running and Ready.

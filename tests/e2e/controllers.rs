@@ -25,12 +25,12 @@ spec:
       containers:
       - name: web
         image: "{image}"
-        ports: [{{containerPort: 8080}}]
+        ports: [{{name: http, containerPort: 8080}}]
 "#
     )
 }
 
-fn hello_deployment(name: &str, image: &str, replicas: u32, extra_spec: &str) -> String {
+pub fn hello_deployment(name: &str, image: &str, replicas: u32, extra_spec: &str) -> String {
     hello_workload("Deployment", name, name, image, &format!("  replicas: {replicas}\n{extra_spec}"))
 }
 

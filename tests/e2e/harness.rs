@@ -41,8 +41,12 @@ pub struct Cluster {
     pub api: String,
     /// `127.0.0.1:PORT` of the embedded OCI registry (plain HTTP)
     pub registry: String,
+    /// `127.0.0.1:PORT` of the embedded DNS server (UDP and TCP)
+    pub dns: String,
     cache: TempDir,
     stderr_log: PathBuf,
+    /// Holds the log outside the data directory, whose guard a test may drop first.
+    _log_dir: TempDir,
 }
 
 impl Cluster {
@@ -66,7 +70,8 @@ impl Cluster {
     }
 
     fn start_in_with(data_dir: &Path, extra: &[&str]) -> Self {
-        let stderr_log = data_dir.join(format!("wasmkube-{}.log", unique()));
+        let log_dir = TempDir::new("log");
+        let stderr_log = log_dir.path().join("wasmkube.log");
         let log = std::fs::File::create(&stderr_log).expect("log file");
         let mut child = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
             .args(["up", "--data-dir"])
@@ -76,6 +81,8 @@ impl Cluster {
             // clusters of tests running side by side from binding the same pod addresses.
             .args(["--backoff-base", "200ms", "--job-backoff-base", "200ms", "--pod-cidr"])
             .arg(pod_cidr_for(data_dir))
+            .arg("--service-cidr")
+            .arg(service_cidr_for(data_dir))
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(log)
@@ -83,14 +90,14 @@ impl Cluster {
             .expect("spawn wasmkube");
         let rx = lines_of(child.stdout.take().expect("stdout"));
         let deadline = Instant::now() + Duration::from_secs(60);
-        let (api, registry) = loop {
+        let (api, registry, dns) = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) if line.contains("wasmkube ready") => {
                     let words: Vec<&str> = line.split_whitespace().collect();
                     let url = words.iter().find(|w| w.starts_with("https://")).expect("API URL in ready line");
-                    let registry = words.windows(2).find(|w| w[0] == "registry").map(|w| w[1]).expect("registry address in ready line");
-                    break (url.to_string(), registry.to_string());
+                    let after = |word: &str| words.windows(2).find(|w| w[0] == word).map(|w| w[1].to_string()).unwrap_or_else(|| panic!("{word} address in ready line: {line}"));
+                    break (url.to_string(), after("registry"), after("dns"));
                 }
                 Ok(_) => continue,
                 Err(_) => {
@@ -105,8 +112,10 @@ impl Cluster {
             kubeconfig: data_dir.join("kubeconfig"),
             api,
             registry,
+            dns,
             cache: TempDir::new("kubectl-cache"),
             stderr_log,
+            _log_dir: log_dir,
         }
     }
 
@@ -251,10 +260,21 @@ fn pod_cidr_for(data_dir: &Path) -> String {
 }
 
 fn node_cidr(data_dir: &Path, quarter: u8) -> String {
+    format!("127.{}.{}.0/18", 2 + dir_hash(data_dir) % 200, quarter * 64)
+}
+
+/// A /24 for Service ClusterIPs, outside every test's pod CIDRs (127.2-201.x.x), so the
+/// proxies of clusters running side by side do not bind the same addresses.
+fn service_cidr_for(data_dir: &Path) -> String {
+    let h = dir_hash(data_dir);
+    format!("127.{}.{}.0/24", 202 + h % 50, (h >> 8) % 256)
+}
+
+fn dir_hash(data_dir: &Path) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     data_dir.hash(&mut h);
-    format!("127.{}.{}.0/18", 2 + h.finish() % 250, quarter * 64)
+    h.finish()
 }
 
 /// A `wasmkube node` process joined to a cluster; killed when dropped.
@@ -297,7 +317,7 @@ impl Cluster {
         let child = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
             .args(["node", "--server", &self.api, "--token", &self.token(), "--ca-file"])
             .arg(self.ca_file())
-            .args(["--node-name", name, "--node-port", &port.to_string(), "--backoff-base", "200ms", "--pod-cidr", &node_cidr(&self.data_dir, n), "--data-dir"])
+            .args(["--node-name", name, "--node-port", &port.to_string(), "--backoff-base", "200ms", "--pod-cidr", &node_cidr(&self.data_dir, n), "--dns-addr", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path())
             .args(extra)
             .stdout(Stdio::null())

@@ -8,3 +8,4 @@ mod harness;
 mod logs;
 mod node;
 mod registry;
+mod services;

@@ -285,14 +285,29 @@ pub fn prepare_create(state: &ApiState, addr: &Address, mut obj: Value, query: &
 pub fn create(state: &ApiState, addr: &Address, headers: &HeaderMap, body: &[u8], query: &Query, wanted: Wanted) -> ApiResult<Response> {
     let obj = decode_body(headers, body)?;
     let (obj, warnings) = prepare_create(state, addr, obj, query)?;
+    let created = store_new(state, addr, obj, query.dry_run())?;
+    Ok(with_warnings(render(StatusCode::CREATED, addr.resource, &created, wanted, query), &warnings))
+}
+
+/// Creates an object as a client's POST would (defaults, validation, addresses).
+pub fn create_object(state: &ApiState, addr: &Address, obj: Value) -> ApiResult<Arc<Value>> {
+    let (obj, _) = prepare_create(state, addr, obj, &Query::default())?;
+    store_new(state, addr, obj, false)
+}
+
+/// Stores a prepared new object; a Service gets its addresses first.
+fn store_new(state: &ApiState, addr: &Address, mut obj: Value, dry_run: bool) -> ApiResult<Arc<Value>> {
     let name = meta_str(&obj, "name").unwrap_or("").to_string();
     let target = Target { name: name.clone(), ..addr.target() };
-    let created = if query.dry_run() {
-        Arc::new(obj)
-    } else {
-        state.store.create(&addr.resource.key(addr.namespace.as_deref().unwrap_or(""), &name), obj).map_err(|e| store_error(target, e))?
-    };
-    Ok(with_warnings(render(StatusCode::CREATED, addr.resource, &created, wanted, query), &warnings))
+    // A Service's addresses are chosen and stored under one lock.
+    let _addresses = (addr.resource.kind == "Service").then(|| state.services.lock());
+    if addr.resource.kind == "Service" {
+        state.services.assign(&*state.store, &mut obj, None).map_err(|e| ApiError::Invalid(target.clone(), e))?;
+    }
+    if dry_run {
+        return Ok(Arc::new(obj));
+    }
+    state.store.create(&addr.resource.key(addr.namespace.as_deref().unwrap_or(""), &name), obj).map_err(|e| store_error(target, e))
 }
 
 // ---------------------------------------------------------------- update
@@ -395,6 +410,10 @@ pub fn update_object(state: &ApiState, addr: &Address, current: &Value, mut new:
     }
     if !errors.is_empty() {
         return Err(ApiError::Invalid(target, errors));
+    }
+    let _addresses = (res.kind == "Service").then(|| state.services.lock());
+    if res.kind == "Service" && part == Part::Main {
+        state.services.assign(&*state.store, &mut new, Some(current)).map_err(|e| ApiError::Invalid(target.clone(), e))?;
     }
     if same_ignoring_version(&new, current) {
         return Ok(Arc::new(current.clone()));

@@ -12,6 +12,7 @@ pub mod protobuf;
 pub mod request;
 pub mod resources;
 pub mod selectors;
+pub mod services;
 pub mod status;
 pub mod tables;
 pub mod validation;
@@ -47,6 +48,8 @@ pub struct ApiState {
     pub namespace_deleted: Arc<Notify>,
     /// Held while an eviction checks disruption budgets and deletes its pod.
     pub evictions: std::sync::Mutex<()>,
+    /// ClusterIPs and NodePorts of Services.
+    pub services: services::ServiceAllocator,
 }
 
 pub type SharedState = Arc<ApiState>;

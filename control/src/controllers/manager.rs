@@ -5,12 +5,13 @@
 use super::garbage::{self, Collector};
 use super::runner::{self, Key, Queue};
 use super::scheduler::{self, Scheduler};
-use super::{cronjob, daemonset, deployment, disruption, job, nodelifecycle, replicaset, serviceaccount, statefulset};
+use super::{cronjob, daemonset, deployment, disruption, endpoints, job, nodelifecycle, replicaset, serviceaccount, servicelb, statefulset};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service, ServiceAccount};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use kube::api::{Api, ApiResource};
@@ -54,6 +55,8 @@ pub struct Ctx {
     pub budgets: Store<PodDisruptionBudget>,
     pub namespaces: Store<Namespace>,
     pub service_accounts: Store<ServiceAccount>,
+    pub services: Store<Service>,
+    pub endpoint_slices: Store<EndpointSlice>,
     pub rs_queue: Queue,
     pub deploy_queue: Queue,
     pub job_queue: Queue,
@@ -64,6 +67,8 @@ pub struct Ctx {
     pub sched_queue: Queue,
     pub pdb_queue: Queue,
     pub sa_queue: Queue,
+    pub endpoints_queue: Queue,
+    pub lb_queue: Queue,
     pub scheduler: Scheduler,
     pub gc: Arc<Collector>,
 }
@@ -83,6 +88,8 @@ pub async fn run(config: kube::Config, settings: Settings, shutdown: impl std::f
     let (budgets, budgets_w) = reflector::store::<PodDisruptionBudget>();
     let (namespaces, namespaces_w) = reflector::store::<Namespace>();
     let (service_accounts, sa_w) = reflector::store::<ServiceAccount>();
+    let (services, services_w) = reflector::store::<Service>();
+    let (endpoint_slices, slices_w) = reflector::store::<EndpointSlice>();
     // Watched only so the garbage collector sees them go with their owners.
     let (_revisions, revisions_w) = reflector::store::<ControllerRevision>();
     let gc = Arc::new(Collector::new(client.clone()));
@@ -101,6 +108,8 @@ pub async fn run(config: kube::Config, settings: Settings, shutdown: impl std::f
         budgets,
         namespaces,
         service_accounts,
+        services,
+        endpoint_slices,
         rs_queue: Queue::default(),
         deploy_queue: Queue::default(),
         job_queue: Queue::default(),
@@ -111,6 +120,8 @@ pub async fn run(config: kube::Config, settings: Settings, shutdown: impl std::f
         sched_queue: Queue::default(),
         pdb_queue: Queue::default(),
         sa_queue: Queue::default(),
+        endpoints_queue: Queue::default(),
+        lb_queue: Queue::default(),
         scheduler: Scheduler::default(),
         gc: gc.clone(),
     });
@@ -120,6 +131,10 @@ pub async fn run(config: kube::Config, settings: Settings, shutdown: impl std::f
         ctx.scheduler.observe_pod(ctx, pod, deleted);
         for pdb in ctx.budgets.state().iter().filter(|b| b.metadata.namespace == pod.metadata.namespace) {
             ctx.pdb_queue.add(key_of(pdb.metadata.namespace.as_deref(), pdb.metadata.name.as_deref()));
+        }
+        // A pod may join or leave any Service of its namespace (its labels may have changed).
+        for svc in ctx.services.state().iter().filter(|s| s.metadata.namespace == pod.metadata.namespace) {
+            ctx.endpoints_queue.add(key_of(svc.metadata.namespace.as_deref(), svc.metadata.name.as_deref()));
         }
         let Some(owner) = pod.metadata.owner_references.iter().flatten().find(|r| r.controller == Some(true)) else { return };
         let queue = match owner.kind.as_str() {
@@ -156,6 +171,9 @@ pub async fn run(config: kube::Config, settings: Settings, shutdown: impl std::f
     // A node joining, leaving or changing labels or taints concerns every DaemonSet.
     watch(&mut tasks, &ctx, nodes_w, |ctx, node: &Node, _| {
         ctx.scheduler.observe_node(ctx);
+        for svc in ctx.services.state().iter().filter(|s| s.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer")) {
+            ctx.lb_queue.add(key_of(svc.metadata.namespace.as_deref(), svc.metadata.name.as_deref()));
+        }
         ctx.node_queue.add(key_of(Some(""), node.metadata.name.as_deref()));
         for ds in ctx.daemonsets.state() {
             ctx.ds_queue.add(key_of(ds.metadata.namespace.as_deref(), ds.metadata.name.as_deref()));
@@ -178,6 +196,16 @@ pub async fn run(config: kube::Config, settings: Settings, shutdown: impl std::f
         }
     });
     watch(&mut tasks, &ctx, revisions_w, |_, _: &ControllerRevision, _| {});
+    watch(&mut tasks, &ctx, services_w, |ctx, svc: &Service, _| {
+        let key = key_of(svc.metadata.namespace.as_deref(), svc.metadata.name.as_deref());
+        ctx.endpoints_queue.add(key.clone());
+        ctx.lb_queue.add(key);
+    });
+    watch(&mut tasks, &ctx, slices_w, |ctx, slice: &EndpointSlice, _| {
+        if let Some(svc) = slice.metadata.labels.as_ref().and_then(|l| l.get(endpoints::SERVICE_NAME_LABEL)) {
+            ctx.endpoints_queue.add((ns_of(slice.metadata.namespace.as_deref()), svc.clone()));
+        }
+    });
     watch(&mut tasks, &ctx, cron_w, |ctx, cj: &CronJob, _| {
         ctx.cron_queue.add(key_of(cj.metadata.namespace.as_deref(), cj.metadata.name.as_deref()));
     });
@@ -199,6 +227,8 @@ pub async fn run(config: kube::Config, settings: Settings, shutdown: impl std::f
             let _ = ctx.budgets.wait_until_ready().await;
             let _ = ctx.namespaces.wait_until_ready().await;
             let _ = ctx.service_accounts.wait_until_ready().await;
+            let _ = ctx.services.wait_until_ready().await;
+            let _ = ctx.endpoint_slices.wait_until_ready().await;
             tokio::join!(
                 // One scheduler worker: each pass sees the bindings of the one before.
                 runner::run("scheduler", ctx.sched_queue.clone(), ctx.clone(), 1, scheduler::reconcile, runner::error_policy),
@@ -211,6 +241,8 @@ pub async fn run(config: kube::Config, settings: Settings, shutdown: impl std::f
                 runner::run("node-lifecycle", ctx.node_queue.clone(), ctx.clone(), 2, nodelifecycle::reconcile, runner::error_policy),
                 runner::run("disruption", ctx.pdb_queue.clone(), ctx.clone(), 2, disruption::reconcile, runner::error_policy),
                 runner::run("serviceaccount", ctx.sa_queue.clone(), ctx.clone(), 1, serviceaccount::reconcile, runner::error_policy),
+                runner::run("endpoints", ctx.endpoints_queue.clone(), ctx.clone(), 4, endpoints::reconcile, runner::error_policy),
+                runner::run("service-lb", ctx.lb_queue.clone(), ctx.clone(), 1, servicelb::reconcile, runner::error_policy),
             );
         });
     }

@@ -33,6 +33,12 @@ struct State {
     history: VecDeque<Arc<StoreEvent>>,
     /// Watches from a revision at or above this can be replayed from history.
     history_floor: u64,
+    /// The revision of the last change to each resource (`/group/plural/`), so a watch of
+    /// a quiet kind can resume from a revision older than the history: nothing of its
+    /// kind happened since. Kinds absent here last changed before the store was opened.
+    kind_changed: std::collections::HashMap<String, u64>,
+    /// The revision when the store was opened (what history cannot see past).
+    opened_at: u64,
     /// Writes given a revision and waiting for the disk, in revision order.
     queued: Vec<Queued>,
     /// The newest queued value of each key they touch (`None`: deleted).
@@ -138,6 +144,8 @@ impl LocalStore {
                 revision,
                 history: VecDeque::new(),
                 history_floor: revision,
+                kind_changed: Default::default(),
+                opened_at: revision,
                 queued: Vec::new(),
                 ahead: Default::default(),
                 assigned: revision,
@@ -258,6 +266,9 @@ impl LocalStore {
             st.ahead.remove(key);
         }
         st.revision = event.revision;
+        if let Some(kind) = resource_prefix(key) {
+            st.kind_changed.insert(kind.to_owned(), event.revision);
+        }
         if event.kind == EventType::Deleted {
             st.objects.remove(key);
         } else {
@@ -272,6 +283,11 @@ impl LocalStore {
         // No receivers is fine: nobody is watching.
         let _ = self.events.send(event);
     }
+}
+
+/// `/group/plural/` of a key or key prefix (`None` for a prefix wider than one kind).
+fn resource_prefix(key: &str) -> Option<&str> {
+    key.match_indices('/').nth(2).map(|(i, _)| &key[..=i])
 }
 
 fn check_expected(key: &str, current: &Value, expected: Option<u64>) -> Result<(), StoreError> {
@@ -347,7 +363,11 @@ impl Store for LocalStore {
                 .collect(),
             Some(from) if from >= st.revision => Vec::new(),
             Some(from) if from < st.history_floor => {
-                return Err(StoreError::Expired { requested: from, oldest: st.history_floor });
+                let last_change = resource_prefix(prefix).map(|k| st.kind_changed.get(k).copied().unwrap_or(st.opened_at));
+                if last_change.is_none_or(|r| r > from) {
+                    return Err(StoreError::Expired { requested: from, oldest: st.history_floor });
+                }
+                Vec::new()
             }
             Some(from) => st
                 .history
@@ -418,6 +438,22 @@ mod tests {
         assert!(matches!(s.watch("/core/configmaps/", Some(1)), Err(StoreError::Expired { .. })));
         let w = s.watch("/core/configmaps/", None).unwrap();
         assert_eq!(w.initial.len(), 5);
+    }
+
+    #[test]
+    fn a_quiet_kind_resumes_from_before_the_history() {
+        let s = LocalStore::in_memory().with_history_limit(3);
+        s.create("/core/secrets/default/s", cm("s")).unwrap();
+        for n in ["a", "b", "c", "d", "e"] {
+            s.create(&format!("/core/configmaps/default/{n}"), cm(n)).unwrap();
+        }
+        // Nothing happened to secrets after revision 1: the watch resumes with nothing missed.
+        let w = s.watch("/core/secrets/default/", Some(1)).unwrap();
+        assert!(w.initial.is_empty());
+        assert!(matches!(s.watch("/core/configmaps/", Some(1)), Err(StoreError::Expired { .. })));
+        // Before the first change the store saw, nothing is known.
+        assert!(matches!(s.watch("/core/secrets/", Some(0)), Err(StoreError::Expired { .. })));
+        assert!(matches!(s.watch("/core/", Some(2)), Err(StoreError::Expired { .. })));
     }
 
     #[tokio::test]

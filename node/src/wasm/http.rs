@@ -75,6 +75,78 @@ pub struct HttpSpec {
     pub request_timeout: Duration,
     /// Requests running at once; more wait for a slot.
     pub max_concurrent: usize,
+    /// How the pod's deletion reaches the server: stop taking connections, finish the
+    /// open ones.
+    pub drain: Drain,
+}
+
+/// The graceful end of a pod's HTTP servers. While a deleted pod leaves its Services'
+/// endpoints its servers keep answering; then [`Drain::close`] stops them taking
+/// connections (new ones are refused, so a proxy picks another endpoint), idle
+/// keep-alive connections are closed, and requests in flight run to their end.
+#[derive(Clone, Default)]
+pub struct Drain(Arc<DrainState>);
+
+#[derive(Default)]
+struct DrainState {
+    closing: std::sync::atomic::AtomicBool,
+    /// Servers started and connections open.
+    servers: std::sync::atomic::AtomicUsize,
+    open: std::sync::atomic::AtomicUsize,
+    changed: tokio::sync::Notify,
+}
+
+impl Drain {
+    pub fn close(&self) {
+        self.0.closing.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.0.changed.notify_waiters();
+    }
+
+    /// Whether any HTTP server of the pod has started.
+    pub fn serving(&self) -> bool {
+        self.0.servers.load(std::sync::atomic::Ordering::SeqCst) > 0
+    }
+
+    fn is_closing(&self) -> bool {
+        self.0.closing.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Completes once the drain was asked for.
+    async fn closed(&self) {
+        loop {
+            let notified = self.0.changed.notified();
+            if self.is_closing() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Completes once closed with no connection left open.
+    pub async fn drained(&self) {
+        loop {
+            let notified = self.0.changed.notified();
+            if self.is_closing() && self.0.open.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn connection_opened(&self) -> OpenConnection {
+        self.0.open.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        OpenConnection(self.clone())
+    }
+}
+
+/// Counts one open connection until dropped.
+struct OpenConnection(Drain);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        (self.0).0.open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        (self.0).0.changed.notify_waiters();
+    }
 }
 
 #[derive(Clone)]
@@ -123,21 +195,35 @@ impl WasmRuntime {
         let slots = Arc::new(Semaphore::new(spec.max_concurrent.max(1)));
         let server = Arc::new(Server { rt: self.clone(), handler, spec, local, slots, shutdown });
         tracing::info!(addr = %local, kind = ?server.spec.kind, "serving HTTP");
+        let drain = server.spec.drain.clone();
+        drain.0.servers.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         // Connections live in this set: dropping the future aborts them all.
         let mut connections = JoinSet::new();
+        let mut listener = Some(listener);
         loop {
             tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, remote)) => {
-                        connections.spawn(server.clone().connection(stream, remote));
+                accepted = async { listener.as_ref()?.accept().await.ok() }, if listener.is_some() => match accepted {
+                    Some((stream, remote)) => {
+                        let open = drain.connection_opened();
+                        let server = server.clone();
+                        connections.spawn(async move {
+                            server.connection(stream, remote).await;
+                            drop(open);
+                        });
                     }
-                    Err(e) => {
+                    None => {
                         // Out of file descriptors and the like: wait instead of spinning.
-                        tracing::warn!(addr = %local, error = %e, "accepting a connection");
+                        tracing::warn!(addr = %local, "accepting a connection failed");
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 },
+                _ = drain.closed(), if listener.is_some() => {
+                    // Closing the socket refuses whoever comes next.
+                    listener = None;
+                    tracing::info!(addr = %local, open = connections.len(), "stopped taking connections: the pod is being deleted");
+                }
                 Some(_) = connections.join_next() => {}
+                else => std::future::pending::<()>().await,
             }
         }
     }
@@ -155,14 +241,21 @@ impl WasmRuntime {
 impl Server {
     async fn connection(self: Arc<Self>, stream: TcpStream, remote: SocketAddr) {
         let _ = stream.set_nodelay(true);
+        let drain = self.spec.drain.clone();
         let service = hyper::service::service_fn(move |req| {
             let server = self.clone();
             async move { Ok::<_, Infallible>(server.handle(req, remote).await) }
         });
-        let result = hyper::server::conn::http1::Builder::new()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-            .await;
+        let conn = hyper::server::conn::http1::Builder::new().timer(hyper_util::rt::TokioTimer::new()).serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        tokio::pin!(conn);
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = drain.closed() => {
+                // Finish the request in flight (if any), then close instead of keeping alive.
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
         if let Err(e) = result {
             tracing::debug!(%remote, error = %e, "HTTP connection ended");
         }
@@ -394,6 +487,7 @@ mod tests {
             log,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_concurrent: 4,
+            drain: Drain::default(),
         }
     }
 

@@ -1,0 +1,181 @@
+//! What a node knows about Services: every Service and its EndpointSlices, kept current by
+//! watches and indexed by (namespace, name). The DNS server answers from it and the node
+//! proxy picks backends from it, both at the moment of each question or connection.
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::Api;
+use kube::runtime::watcher;
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::sync::watch;
+
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+#[derive(Default)]
+pub struct ServiceTable {
+    pub services: HashMap<(String, String), Arc<Service>>,
+    slices: HashMap<(String, String), HashMap<String, Arc<EndpointSlice>>>,
+    /// Bumped on every change (the DNS zone's SOA serial).
+    pub serial: u32,
+}
+
+/// One ready address of a Service, with the name of its host (for headless Services:
+/// the pod's hostname, or its address with dashes).
+pub struct Endpoint {
+    pub ip: Ipv4Addr,
+    pub hostname: String,
+    /// The port number each named Service port has on this endpoint.
+    pub ports: Vec<(String, u16)>,
+}
+
+fn key_of(meta: &kube::api::ObjectMeta, name: Option<&String>) -> Option<(String, String)> {
+    Some((meta.namespace.clone().unwrap_or_default(), name?.clone()))
+}
+
+impl ServiceTable {
+    pub fn apply_service(&mut self, svc: Arc<Service>) {
+        if let Some(key) = key_of(&svc.metadata, svc.metadata.name.as_ref()) {
+            self.services.insert(key, svc);
+            self.serial = self.serial.wrapping_add(1);
+        }
+    }
+
+    pub fn delete_service(&mut self, svc: &Service) {
+        if let Some(key) = key_of(&svc.metadata, svc.metadata.name.as_ref()) {
+            self.services.remove(&key);
+            self.serial = self.serial.wrapping_add(1);
+        }
+    }
+
+    pub fn apply_slice(&mut self, slice: Arc<EndpointSlice>) {
+        let Some(key) = key_of(&slice.metadata, slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL))) else { return };
+        self.slices.entry(key).or_default().insert(slice.metadata.name.clone().unwrap_or_default(), slice);
+        self.serial = self.serial.wrapping_add(1);
+    }
+
+    pub fn delete_slice(&mut self, slice: &EndpointSlice) {
+        let Some(key) = key_of(&slice.metadata, slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL))) else { return };
+        if let Some(m) = self.slices.get_mut(&key) {
+            m.remove(slice.metadata.name.as_deref().unwrap_or_default());
+            if m.is_empty() {
+                self.slices.remove(&key);
+            }
+        }
+        self.serial = self.serial.wrapping_add(1);
+    }
+
+    pub fn service(&self, ns: &str, name: &str) -> Option<&Arc<Service>> {
+        self.services.get(&(ns.to_owned(), name.to_owned()))
+    }
+
+    /// A Service's ready endpoints, in address order.
+    pub fn endpoints(&self, ns: &str, svc: &str) -> Vec<Endpoint> {
+        let mut out: Vec<Endpoint> = Vec::new();
+        let slices = self.slices.get(&(ns.to_owned(), svc.to_owned()));
+        for slice in slices.into_iter().flat_map(|m| m.values()) {
+            let ports: Vec<(String, u16)> = slice.ports.iter().flatten().filter_map(|p| Some((p.name.clone().unwrap_or_default(), u16::try_from(p.port?).ok()?))).collect();
+            for ep in slice.endpoints.iter().flatten() {
+                // Upstream: a missing ready condition counts as ready.
+                if ep.conditions.as_ref().and_then(|c| c.ready) == Some(false) {
+                    continue;
+                }
+                for ip in ep.addresses.iter().filter_map(|a| a.parse::<Ipv4Addr>().ok()) {
+                    if out.iter().any(|e| e.ip == ip) {
+                        continue;
+                    }
+                    let hostname = ep.hostname.clone().unwrap_or_else(|| dashed(ip));
+                    out.push(Endpoint { ip, hostname, ports: ports.clone() });
+                }
+            }
+        }
+        out.sort_by_key(|e| e.ip);
+        out
+    }
+
+    /// The DNS name (below the cluster domain) of a Service or endpoint address.
+    pub fn name_of(&self, ip: Ipv4Addr) -> Option<String> {
+        let text = ip.to_string();
+        for ((ns, name), svc) in &self.services {
+            if svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some(text.as_str()) {
+                return Some(format!("{name}.{ns}.svc"));
+            }
+        }
+        for ((ns, name), slices) in &self.slices {
+            for slice in slices.values() {
+                for ep in slice.endpoints.iter().flatten() {
+                    if ep.addresses.contains(&text) {
+                        let host = ep.hostname.clone().unwrap_or_else(|| dashed(ip));
+                        return Some(format!("{host}.{name}.{ns}.svc"));
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Whether any Service lives in `ns`.
+    pub fn has_namespace(&self, ns: &str) -> bool {
+        self.services.keys().any(|(n, _)| n == ns)
+    }
+}
+
+pub fn dashed(ip: Ipv4Addr) -> String {
+    ip.to_string().replace('.', "-")
+}
+
+/// A table kept current by watches through `client`; `changed` ticks on every change.
+pub fn watched(client: kube::Client, tasks: &mut tokio::task::JoinSet<()>) -> (Arc<RwLock<ServiceTable>>, watch::Receiver<u64>) {
+    let table = Arc::new(RwLock::new(ServiceTable::default()));
+    let (tx, rx) = watch::channel(0u64);
+    let tx = Arc::new(tx);
+    tasks.spawn(feed::<Service>(Api::all(client.clone()), table.clone(), tx.clone(), ServiceTable::apply_service, ServiceTable::delete_service, |t| t.services.clear()));
+    tasks.spawn(feed::<EndpointSlice>(Api::all(client), table.clone(), tx, ServiceTable::apply_slice, ServiceTable::delete_slice, |t| t.slices.clear()));
+    (table, rx)
+}
+
+/// Follows one kind into the table; a relist replaces what the table held of it.
+async fn feed<K>(
+    api: Api<K>,
+    table: Arc<RwLock<ServiceTable>>,
+    changed: Arc<watch::Sender<u64>>,
+    apply: fn(&mut ServiceTable, Arc<K>),
+    delete: fn(&mut ServiceTable, &K),
+    clear: fn(&mut ServiceTable),
+) where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let mut events = std::pin::pin!(watcher(api, watcher::Config::default()));
+    let mut fresh: Vec<Arc<K>> = Vec::new();
+    while let Some(event) = events.next().await {
+        {
+            let mut t = table.write().unwrap_or_else(|e| e.into_inner());
+            match event {
+                Ok(watcher::Event::Apply(o)) => apply(&mut t, Arc::new(o)),
+                Ok(watcher::Event::Delete(o)) => delete(&mut t, &o),
+                Ok(watcher::Event::Init) => fresh.clear(),
+                Ok(watcher::Event::InitApply(o)) => {
+                    fresh.push(Arc::new(o));
+                    continue;
+                }
+                Ok(watcher::Event::InitDone) => {
+                    clear(&mut t);
+                    for o in fresh.drain(..) {
+                        apply(&mut t, o);
+                    }
+                    t.serial = t.serial.wrapping_add(1);
+                }
+                Err(e) => {
+                    drop(t);
+                    tracing::warn!(kind = %K::kind(&()), error = %e, "watching for the service table failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            }
+        }
+        changed.send_modify(|n| *n += 1);
+    }
+}
