@@ -274,9 +274,14 @@ impl Server {
     /// The answer to one request; `None` for what deserves no answer (a response, or
     /// bytes too short to carry an id).
     async fn answer(&self, request: &[u8]) -> Option<Message> {
-        let msg = match Message::from_vec(request) {
-            Ok(m) => m,
-            Err(_) => {
+        self.answer_parsed(request, Message::from_vec(request).ok()).await
+    }
+
+    /// [`Self::answer`] for a request already parsed (`None`: it did not parse).
+    async fn answer_parsed(&self, request: &[u8], parsed: Option<Message>) -> Option<Message> {
+        let msg = match parsed {
+            Some(m) => m,
+            None => {
                 let id = u16::from_be_bytes([*request.first()?, *request.get(1)?]);
                 return Some(Message::error_msg(id, OpCode::Query, ResponseCode::FormErr));
             }
@@ -416,13 +421,14 @@ async fn serve_udp(server: Arc<Server>, sock: Arc<UdpSocket>) {
             }
         };
         let request = buf[..n].to_vec();
-        let local = is_local_question(&server, &buf[..n]);
+        let parsed = Message::from_vec(&request).ok();
+        let local = parsed.as_ref().is_none_or(|m| is_local_question(&server, m));
+        let limit = parsed.as_ref().map_or(UDP_PLAIN_LIMIT, |m| usize::from(m.max_payload()).min(usize::from(EDNS_PAYLOAD)));
         let (server, sock) = (server.clone(), sock.clone());
-        // Answers from the zone are immediate; only forwarding waits, so a flood of
-        // cluster names never queues behind a slow upstream.
+        // Answers from the zone (and to malformed requests) are immediate; only forwarding
+        // waits, so a flood of cluster names never queues behind a slow upstream.
         let reply = async move {
-            let Some(resp) = server.answer(&request).await else { return };
-            let limit = Message::from_vec(&request).map(|m| m.max_payload() as usize).unwrap_or(UDP_PLAIN_LIMIT).min(usize::from(EDNS_PAYLOAD).max(UDP_PLAIN_LIMIT));
+            let Some(resp) = server.answer_parsed(&request, parsed).await else { return };
             let Ok(mut bytes) = resp.to_vec() else { return };
             if bytes.len() > limit {
                 bytes = resp.truncate().to_vec().unwrap_or_default();
@@ -438,10 +444,10 @@ async fn serve_udp(server: Arc<Server>, sock: Arc<UdpSocket>) {
 }
 
 /// Whether a request is for the cluster domain (answered in line, without a task).
-fn is_local_question(server: &Server, request: &[u8]) -> bool {
-    Message::from_vec(request).ok().and_then(|m| m.queries.first().map(|q| q.name().to_ascii().to_lowercase())).is_some_and(|n| {
+fn is_local_question(server: &Server, request: &Message) -> bool {
+    request.queries.first().map(|q| q.name().to_ascii().to_lowercase()).is_some_and(|n| {
         let n = n.trim_end_matches('.');
-        n == server.domain || n.ends_with(&format!(".{}", server.domain))
+        n == server.domain || n.strip_suffix(server.domain.as_str()).is_some_and(|rest| rest.ends_with('.'))
     })
 }
 

@@ -23,8 +23,9 @@ const REVISION_KEY: &str = "revision";
 
 /// Events kept for resumable watches; older revisions get 410 Expired.
 pub const DEFAULT_HISTORY: usize = 10_000;
-/// Live events buffered per watcher before it is cut off as too slow.
-const LIVE_BUFFER: usize = 16_384;
+/// Live events buffered per watcher before it is cut off as too slow (and must relist):
+/// enough for a burst of several seconds of writes at thousands per second.
+const LIVE_BUFFER: usize = 65_536;
 
 struct State {
     /// What is on disk.
