@@ -1,8 +1,9 @@
-//! The node proxy (kube-proxy's role, without iptables): a TCP listener on every Service's
+//! The node proxy (kube-proxy's role, without iptables): a listener on every Service's
 //! ClusterIP:port, on the node address at each NodePort, and for LoadBalancer Services on
 //! the node address at the Service port (as k3s's service load balancer serves them).
-//! Each connection goes to the next ready endpoint (round robin, or the client's last one
-//! with `sessionAffinity: ClientIP`); an endpoint that refuses is skipped for the next.
+//! TCP: each connection goes to the next ready endpoint (round robin, or the client's last
+//! one with `sessionAffinity: ClientIP`); an endpoint that refuses is skipped for the next.
+//! UDP: each client address gets a session with one endpoint, ended after it is idle.
 //! Backends are read from the service table at connect time, so an endpoint removed from
 //! its EndpointSlice gets no new connection from then on.
 
@@ -12,13 +13,16 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Upstream's default `sessionAffinityConfig.clientIP.timeoutSeconds`.
 const DEFAULT_AFFINITY: Duration = Duration::from_secs(10800);
+/// A UDP session with no answer from its endpoint for this long ends (kube-proxy's
+/// conntrack timeout for UDP is 30 s too).
+const UDP_IDLE: Duration = Duration::from_secs(30);
 
 /// Which Service port a listener serves.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -27,6 +31,7 @@ struct Target {
     svc: String,
     /// The Service port's name (how EndpointSlices name the port too).
     port_name: String,
+    udp: bool,
 }
 
 struct Listener {
@@ -36,37 +41,43 @@ struct Listener {
 
 /// Runs the proxy for the node at `node_ip` until `shutdown` completes.
 pub async fn run(table: Arc<RwLock<ServiceTable>>, mut changed: watch::Receiver<u64>, node_ip: IpAddr, shutdown: impl std::future::Future<Output = ()>) {
-    let mut listeners: HashMap<SocketAddr, Listener> = HashMap::new();
+    // Keyed by address and protocol: a Service may serve TCP and UDP on one port.
+    let mut listeners: HashMap<(SocketAddr, bool), Listener> = HashMap::new();
     // Addresses that could not be bound, so each is reported once.
-    let mut reported: HashMap<SocketAddr, String> = HashMap::new();
+    let mut reported: HashMap<(SocketAddr, bool), String> = HashMap::new();
     tokio::pin!(shutdown);
     loop {
         let wanted = wanted_listeners(&table.read().unwrap_or_else(|e| e.into_inner()), node_ip);
-        listeners.retain(|addr, l| {
-            let keep = wanted.get(addr) == Some(&l.target);
+        listeners.retain(|key, l| {
+            let keep = wanted.get(key) == Some(&l.target);
             if !keep {
                 l.task.abort();
-                tracing::debug!(%addr, "proxy: stopped listening");
+                tracing::debug!(addr = %key.0, udp = key.1, "proxy: stopped listening");
             }
             keep
         });
-        reported.retain(|addr, _| wanted.contains_key(addr));
-        for (addr, target) in wanted {
-            if listeners.contains_key(&addr) {
+        reported.retain(|key, _| wanted.contains_key(key));
+        for (key, target) in wanted {
+            if listeners.contains_key(&key) {
                 continue;
             }
-            match TcpListener::bind(addr).await {
-                Ok(listener) => {
-                    reported.remove(&addr);
-                    tracing::debug!(%addr, ns = target.ns, svc = target.svc, "proxy: listening");
-                    let task = tokio::spawn(serve(listener, table.clone(), target.clone()));
-                    listeners.insert(addr, Listener { target, task });
+            let (addr, udp) = key;
+            let bound = if udp {
+                UdpSocket::bind(addr).await.map(|sock| tokio::spawn(serve_udp(sock, table.clone(), target.clone())))
+            } else {
+                TcpListener::bind(addr).await.map(|listener| tokio::spawn(serve(listener, table.clone(), target.clone())))
+            };
+            match bound {
+                Ok(task) => {
+                    reported.remove(&key);
+                    tracing::debug!(%addr, udp, ns = target.ns, svc = target.svc, "proxy: listening");
+                    listeners.insert(key, Listener { target, task });
                 }
                 Err(e) => {
                     let msg = e.to_string();
-                    if reported.get(&addr) != Some(&msg) {
-                        tracing::warn!(%addr, ns = target.ns, svc = target.svc, error = %msg, "proxy: cannot listen for the service");
-                        reported.insert(addr, msg);
+                    if reported.get(&key) != Some(&msg) {
+                        tracing::warn!(%addr, udp, ns = target.ns, svc = target.svc, error = %msg, "proxy: cannot listen for the service");
+                        reported.insert(key, msg);
                     }
                 }
             }
@@ -81,8 +92,9 @@ pub async fn run(table: Arc<RwLock<ServiceTable>>, mut changed: watch::Receiver<
     }
 }
 
-/// Every address the node should listen on, and the Service port behind it.
-fn wanted_listeners(table: &ServiceTable, node_ip: IpAddr) -> HashMap<SocketAddr, Target> {
+/// Every address (and protocol: UDP or not) the node should listen on, and the Service
+/// port behind it.
+fn wanted_listeners(table: &ServiceTable, node_ip: IpAddr) -> HashMap<(SocketAddr, bool), Target> {
     let mut out = HashMap::new();
     for ((ns, name), svc) in &table.services {
         let Some(spec) = svc.spec.as_ref() else { continue };
@@ -91,19 +103,24 @@ fn wanted_listeners(table: &ServiceTable, node_ip: IpAddr) -> HashMap<SocketAddr
             continue;
         }
         let cluster_ip = spec.cluster_ip.as_deref().and_then(|ip| ip.parse::<Ipv4Addr>().ok());
-        for p in spec.ports.iter().flatten().filter(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP") {
-            let target = Target { ns: ns.clone(), svc: name.clone(), port_name: p.name.clone().unwrap_or_default() };
+        for p in spec.ports.iter().flatten() {
+            let udp = match p.protocol.as_deref().unwrap_or("TCP") {
+                "TCP" => false,
+                "UDP" => true,
+                _ => continue, // SCTP: not proxied
+            };
+            let target = Target { ns: ns.clone(), svc: name.clone(), port_name: p.name.clone().unwrap_or_default(), udp };
             let Ok(port) = u16::try_from(p.port) else { continue };
             if let Some(ip) = cluster_ip {
-                out.insert(SocketAddr::new(IpAddr::V4(ip), port), target.clone());
+                out.insert((SocketAddr::new(IpAddr::V4(ip), port), udp), target.clone());
             }
             if ty == "NodePort" || ty == "LoadBalancer" {
                 if let Some(np) = p.node_port.and_then(|n| u16::try_from(n).ok()) {
-                    out.insert(SocketAddr::new(node_ip, np), target.clone());
+                    out.insert((SocketAddr::new(node_ip, np), udp), target.clone());
                 }
             }
             if ty == "LoadBalancer" {
-                out.insert(SocketAddr::new(node_ip, port), target);
+                out.insert((SocketAddr::new(node_ip, port), udp), target);
             }
         }
     }
@@ -153,6 +170,45 @@ async fn serve(listener: TcpListener, table: Arc<RwLock<ServiceTable>>, target: 
                 }
             }
         });
+    }
+}
+
+/// UDP: the first datagram from a client address picks an endpoint (round robin) and
+/// opens a session to it; its answers go back to the client from the Service address.
+async fn serve_udp(sock: UdpSocket, table: Arc<RwLock<ServiceTable>>, target: Target) {
+    let sock = Arc::new(sock);
+    let sessions: Arc<Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>> = Arc::default();
+    let next = AtomicUsize::new(0);
+    let mut buf = vec![0u8; 65_535];
+    loop {
+        let Ok((n, client)) = sock.recv_from(&mut buf).await else { continue };
+        let existing = sessions.lock().unwrap_or_else(|e| e.into_inner()).get(&client).cloned();
+        let upstream = match existing {
+            Some(u) => u,
+            None => {
+                let backends = backends(&table.read().unwrap_or_else(|e| e.into_inner()), &target);
+                if backends.is_empty() {
+                    continue;
+                }
+                let backend = backends[next.fetch_add(1, Ordering::Relaxed) % backends.len()];
+                let Ok(u) = UdpSocket::bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0)).await else { continue };
+                if u.connect(backend).await.is_err() {
+                    continue;
+                }
+                let u = Arc::new(u);
+                sessions.lock().unwrap_or_else(|e| e.into_inner()).insert(client, u.clone());
+                let (u2, sock, sessions) = (u.clone(), sock.clone(), sessions.clone());
+                tokio::spawn(async move {
+                    let mut reply = vec![0u8; 65_535];
+                    while let Ok(Ok(n)) = tokio::time::timeout(UDP_IDLE, u2.recv(&mut reply)).await {
+                        let _ = sock.send_to(&reply[..n], client).await;
+                    }
+                    sessions.lock().unwrap_or_else(|e| e.into_inner()).remove(&client);
+                });
+                u
+            }
+        };
+        let _ = upstream.send(&buf[..n]).await;
     }
 }
 

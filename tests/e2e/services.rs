@@ -252,3 +252,36 @@ fn a_rolling_update_behind_a_service_drops_no_request() {
     assert!(pods.len() >= 6, "{pods:?}");
     c.stop();
 }
+
+#[test]
+fn a_udp_service_without_selector_reaches_endpoints_written_by_hand() {
+    // The backend is a dnsmasq on the host, named by an EndpointSlice a user writes for a
+    // Service without a selector (the way Kubernetes points a Service at something outside).
+    let port = free_port();
+    let mut dnsmasq = Command::new("dnsmasq")
+        .args(["--no-daemon", "--no-resolv", "--no-hosts", "--bind-interfaces", "--listen-address=127.0.0.1", "--user=root"])
+        .arg(format!("--port={port}"))
+        .arg("--address=/backend.example/10.1.2.3")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start dnsmasq");
+    let (c, _dir) = Cluster::start();
+    c.apply(&format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: udp-dns}}\nspec:\n  ports: [{{name: dns, port: 5353, protocol: UDP}}]\n\
+         ---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: udp-dns-1\n  labels: {{kubernetes.io/service-name: udp-dns}}\n\
+         addressType: IPv4\nendpoints: [{{addresses: [127.0.0.1]}}]\nports: [{{name: dns, port: {port}, protocol: UDP}}]\n"
+    ));
+    let ip = c.jsonpath(&["svc", "udp-dns"], "{.spec.clusterIP}");
+    // The endpoints controller leaves a selector-less Service's endpoints to the user.
+    assert_eq!(c.jsonpath(&["endpointslices", "-l", "kubernetes.io/service-name=udp-dns"], "{.items[*].metadata.name}"), "udp-dns-1");
+    let answer = wait_for(30, "an answer through the UDP service", || {
+        let out = Command::new("dig").arg(format!("@{ip}")).args(["-p", "5353", "+short", "+time=1", "+tries=1", "backend.example"]).output().expect("dig");
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        (!text.is_empty() && !text.starts_with(";;")).then_some(text)
+    });
+    assert_eq!(answer, "10.1.2.3");
+    c.stop();
+    let _ = dnsmasq.kill();
+    let _ = dnsmasq.wait();
+}
