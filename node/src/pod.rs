@@ -120,7 +120,8 @@ enum End {
 }
 
 /// How long a deleted pod's HTTP servers keep answering while the endpoints controller and
-/// the node proxies take it out of rotation (bounded by its grace period).
+/// the node proxies take it out of rotation (at most half its grace period, so requests
+/// in flight keep the other half).
 const ENDPOINT_DRAIN: Duration = Duration::from_secs(1);
 
 /// A deleted pod's HTTP servers end as a well-behaved server does on SIGTERM: they keep
@@ -139,7 +140,7 @@ async fn drain_http<F: std::future::Future + Unpin>(sh: &Shared, latest: &Pod, w
     let hard_stop = tokio::time::Instant::now() + grace;
     tokio::select! {
         _ = &mut *work => return,
-        _ = tokio::time::sleep(ENDPOINT_DRAIN.min(grace)) => {}
+        _ = tokio::time::sleep(ENDPOINT_DRAIN.min(grace / 2)) => {}
     }
     sh.drain.close();
     tokio::select! {

@@ -66,8 +66,8 @@ fn services_get_addresses_endpoints_dns_names_and_balance_across_pods() {
     let headless_ports = c.jsonpath(&["endpointslices", "-l", "kubernetes.io/service-name=hello-headless"], "{.items[0].ports[0].port}");
     assert_eq!(headless_ports, "8080", "the named targetPort resolves to the container port");
 
-    // DNS.
-    assert_eq!(dig_short(&c, &["hello.default.svc.cluster.local"]), BTreeSet::from([cluster_ip.clone()]));
+    // DNS (the first answer waits for the server's watch to have seen the Service).
+    wait_for(30, "the Service name to resolve", || (dig_short(&c, &["hello.default.svc.cluster.local"]) == BTreeSet::from([cluster_ip.clone()])).then_some(()));
     assert_eq!(dig_short(&c, &["SRV", "_http._tcp.hello.default.svc.cluster.local"]), BTreeSet::from(["0 100 80 hello.default.svc.cluster.local.".to_owned()]));
     assert_eq!(dig_short(&c, &["hello-headless.default.svc.cluster.local"]), pod_ips);
     assert_eq!(dig_short(&c, &["docs.default.svc.cluster.local"]).into_iter().next().as_deref(), Some("docs.example.com."));
