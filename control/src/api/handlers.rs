@@ -119,7 +119,13 @@ pub fn get(state: &ApiState, addr: &Address, query: &Query, wanted: Wanted) -> A
 pub fn list(state: &ApiState, addr: &Address, query: &Query, wanted: Wanted) -> ApiResult<Response> {
     let res = addr.resource;
     let filter = Filter::from_query(res, query)?;
-    let (items, revision) = state.store.list(&res.list_prefix(addr.namespace.as_deref())).map_err(|e| store_error(addr.target(), e))?;
+    let prefix = res.list_prefix(addr.namespace.as_deref());
+    // A node's pods come from the store's index, not a walk over every pod.
+    let indexed = (res.kind == "Pod").then(|| filter.fields.required("spec.nodeName")).flatten().and_then(|node| state.store.pods_on_node(node));
+    let (items, revision) = match indexed {
+        Some((pods, revision)) => (pods.into_iter().filter(|p| object_key(res, p).starts_with(&prefix)).collect(), revision),
+        None => state.store.list(&prefix).map_err(|e| store_error(addr.target(), e))?,
+    };
 
     // Paging: the continue token is the last key served. Items come in key order,
     // so a page starts with a binary search and stops at the limit; pages are cut

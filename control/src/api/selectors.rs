@@ -316,6 +316,11 @@ fn find_unescaped(s: &str, op: &str) -> Option<usize> {
 }
 
 impl FieldSelector {
+    /// The value `field` must equal, if the selector requires one (`field=value`).
+    pub fn required(&self, field: &str) -> Option<&str> {
+        self.reqs.iter().find(|r| r.equal && r.field == field).map(|r| r.value.as_str())
+    }
+
     pub fn parse(s: &str, kind: &str) -> Result<Self, SelectorError> {
         let mut reqs = Vec::new();
         for part in split_unescaped(s, ',') {

@@ -40,6 +40,8 @@ struct State {
     kind_changed: std::collections::HashMap<String, u64>,
     /// The revision when the store was opened (what history cannot see past).
     opened_at: u64,
+    /// Pod keys by `spec.nodeName`.
+    pods_by_node: std::collections::HashMap<String, std::collections::BTreeSet<String>>,
     /// Writes given a revision and waiting for the disk, in revision order.
     queued: Vec<Queued>,
     /// The newest queued value of each key they touch (`None`: deleted).
@@ -139,6 +141,12 @@ impl LocalStore {
 
     fn build(objects: BTreeMap<String, Arc<Value>>, revision: u64, db: Option<Database>, path: Option<std::path::PathBuf>) -> Self {
         let (events, _) = broadcast::channel(LIVE_BUFFER);
+        let mut pods_by_node: std::collections::HashMap<String, std::collections::BTreeSet<String>> = Default::default();
+        for (k, v) in &objects {
+            if let Some(node) = node_of(k, v) {
+                pods_by_node.entry(node.to_owned()).or_default().insert(k.clone());
+            }
+        }
         Self {
             state: Mutex::new(State {
                 objects,
@@ -147,6 +155,7 @@ impl LocalStore {
                 history_floor: revision,
                 kind_changed: Default::default(),
                 opened_at: revision,
+                pods_by_node,
                 queued: Vec::new(),
                 ahead: Default::default(),
                 assigned: revision,
@@ -270,6 +279,19 @@ impl LocalStore {
         if let Some(kind) = resource_prefix(key) {
             st.kind_changed.insert(kind.to_owned(), event.revision);
         }
+        if let Some(old) = event.prev.as_deref().and_then(|p| node_of(key, p)) {
+            if let Some(keys) = st.pods_by_node.get_mut(old) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    st.pods_by_node.remove(old);
+                }
+            }
+        }
+        if event.kind != EventType::Deleted {
+            if let Some(node) = node_of(key, &event.object) {
+                st.pods_by_node.entry(node.to_owned()).or_default().insert(key.clone());
+            }
+        }
         if event.kind == EventType::Deleted {
             st.objects.remove(key);
         } else {
@@ -284,6 +306,16 @@ impl LocalStore {
         // No receivers is fine: nobody is watching.
         let _ = self.events.send(event);
     }
+}
+
+const PODS_PREFIX: &str = "/core/pods/";
+
+/// The node a stored pod is bound to.
+fn node_of<'a>(key: &str, obj: &'a Value) -> Option<&'a str> {
+    if !key.starts_with(PODS_PREFIX) {
+        return None;
+    }
+    obj.pointer("/spec/nodeName")?.as_str().filter(|n| !n.is_empty())
 }
 
 /// `/group/plural/` of a key or key prefix (`None` for a prefix wider than one kind).
@@ -387,6 +419,12 @@ impl Store for LocalStore {
     fn size_on_disk(&self) -> u64 {
         self.path.as_ref().and_then(|p| std::fs::metadata(p).ok()).map(|m| m.len()).unwrap_or(0)
     }
+
+    fn pods_on_node(&self, node: &str) -> Option<(Vec<Arc<Value>>, u64)> {
+        let st = self.lock();
+        let pods = st.pods_by_node.get(node).into_iter().flatten().filter_map(|k| st.objects.get(k).cloned()).collect();
+        Some((pods, st.revision))
+    }
 }
 
 #[cfg(test)]
@@ -439,6 +477,35 @@ mod tests {
         assert!(matches!(s.watch("/core/configmaps/", Some(1)), Err(StoreError::Expired { .. })));
         let w = s.watch("/core/configmaps/", None).unwrap();
         assert_eq!(w.initial.len(), 5);
+    }
+
+    #[test]
+    fn pods_are_indexed_by_node_through_binding_moves_deletion_and_reopen() {
+        let dir = std::env::temp_dir().join(format!("wasmkube-store-index-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("store.redb");
+        let pod = |name: &str, node: Option<&str>| json!({"metadata": {"name": name, "namespace": "default"}, "spec": {"nodeName": node}});
+        let names = |s: &LocalStore, node: &str| -> Vec<String> {
+            s.pods_on_node(node).unwrap().0.iter().map(|p| p["metadata"]["name"].as_str().unwrap().to_owned()).collect()
+        };
+        {
+            let s = LocalStore::open(&path).unwrap();
+            s.create("/core/pods/default/a", pod("a", None)).unwrap();
+            s.create("/core/pods/default/b", pod("b", Some("n1"))).unwrap();
+            assert!(names(&s, "n1") == ["b"] && names(&s, "n2").is_empty());
+            s.update("/core/pods/default/a", pod("a", Some("n1")), None).unwrap();
+            s.update("/core/pods/default/b", pod("b", Some("n2")), None).unwrap();
+            assert_eq!(names(&s, "n1"), ["a"]);
+            assert_eq!(names(&s, "n2"), ["b"]);
+            s.delete("/core/pods/default/a", None).unwrap();
+            assert!(names(&s, "n1").is_empty());
+            // Only pods are indexed.
+            s.create("/core/configmaps/default/c", json!({"metadata": {"name": "c"}, "spec": {"nodeName": "n2"}})).unwrap();
+            assert_eq!(names(&s, "n2"), ["b"]);
+        }
+        let s = LocalStore::open(&path).unwrap();
+        assert_eq!(names(&s, "n2"), ["b"]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

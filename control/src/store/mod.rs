@@ -99,6 +99,13 @@ pub trait Store: Send + Sync {
     fn size_on_disk(&self) -> u64 {
         0
     }
+    /// The pods bound to `node`, in key order, and the revision they are current at;
+    /// `None` if the backend keeps no such index (the caller then filters a full list).
+    /// Every kubelet lists and watches its pods this way, as upstream's watch cache
+    /// indexes them.
+    fn pods_on_node(&self, _node: &str) -> Option<(Vec<Arc<Value>>, u64)> {
+        None
+    }
 }
 
 /// The revision stamped into an object's `metadata.resourceVersion`.
