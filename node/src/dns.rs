@@ -140,42 +140,39 @@ fn lookup(zone: &ServiceTable, domain: &str, query: &Query) -> Lookup {
         }
         [svc, ns, "svc"] => {
             let Some(service) = zone.service(ns, svc) else { return Lookup::NxDomain };
-            let spec = service.spec.clone().unwrap_or_default();
+            let Some(spec) = service.spec.as_ref() else { return Lookup::NoData };
             if spec.type_.as_deref() == Some("ExternalName") {
                 let Some(target) = spec.external_name.as_deref().and_then(|t| Name::from_ascii(format!("{}.", t.trim_end_matches('.'))).ok()) else { return Lookup::NoData };
                 return Lookup::Answer(vec![Record::from_rdata(owner, TTL, RData::CNAME(CNAME(target)))], vec![]);
             }
-            let headless = spec.cluster_ip.as_deref().is_none_or(|ip| ip == "None" || ip.is_empty());
-            let service_name = owner.clone();
             match qtype {
-                RecordType::A if headless => {
-                    let eps = zone.endpoints(ns, svc);
-                    if eps.is_empty() {
-                        return Lookup::NoData;
-                    }
-                    Lookup::Answer(eps.iter().map(|e| a(&owner, e.ip)).collect(), vec![])
-                }
-                RecordType::A => match spec.cluster_ip.as_deref().and_then(|ip| ip.parse::<Ipv4Addr>().ok()) {
+                RecordType::A => match cluster_ip(spec) {
                     Some(ip) => Lookup::Answer(vec![a(&owner, ip)], vec![]),
-                    None => Lookup::NoData,
+                    None => {
+                        // Headless: the ready endpoints.
+                        let eps = zone.endpoints(ns, svc);
+                        if eps.is_empty() {
+                            return Lookup::NoData;
+                        }
+                        Lookup::Answer(eps.iter().map(|e| a(&owner, e.ip)).collect(), vec![])
+                    }
                 },
                 RecordType::SRV => {
-                    let ports: Vec<(String, u16, String)> = spec.ports.iter().flatten().map(|p| (p.name.clone().unwrap_or_default(), p.port as u16, p.protocol.clone().unwrap_or_else(|| "TCP".into()))).collect();
-                    srv_records(zone, ns, svc, headless, &owner, &service_name, &ports, domain)
+                    let ports: Vec<u16> = spec.ports.iter().flatten().filter_map(|p| u16::try_from(p.port).ok()).collect();
+                    srv_records(zone, domain, ns, svc, &owner, &ports)
                 }
                 _ => Lookup::NoData,
             }
         }
         [port, proto, svc, ns, "svc"] if port.starts_with('_') && proto.starts_with('_') => {
-            let Some(service) = zone.service(ns, svc) else { return Lookup::NxDomain };
-            let spec = service.spec.clone().unwrap_or_default();
+            let Some(spec) = zone.service(ns, svc).and_then(|s| s.spec.as_ref()) else { return Lookup::NxDomain };
             let (port, proto) = (&port[1..], &proto[1..]);
-            let ports: Vec<(String, u16, String)> = spec
+            let ports: Vec<u16> = spec
                 .ports
                 .iter()
                 .flatten()
                 .filter(|p| p.name.as_deref().unwrap_or_default().eq_ignore_ascii_case(port) && p.protocol.as_deref().unwrap_or("TCP").eq_ignore_ascii_case(proto))
-                .map(|p| (p.name.clone().unwrap_or_default(), p.port as u16, p.protocol.clone().unwrap_or_else(|| "TCP".into())))
+                .filter_map(|p| u16::try_from(p.port).ok())
                 .collect();
             if ports.is_empty() {
                 return Lookup::NxDomain;
@@ -183,9 +180,7 @@ fn lookup(zone: &ServiceTable, domain: &str, query: &Query) -> Lookup {
             if qtype != RecordType::SRV {
                 return Lookup::NoData;
             }
-            let headless = spec.cluster_ip.as_deref().is_none_or(|ip| ip == "None" || ip.is_empty());
-            let Some(service_name) = fqdn(&format!("{svc}.{ns}.svc")) else { return Lookup::NxDomain };
-            srv_records(zone, ns, svc, headless, &owner, &service_name, &ports, domain)
+            srv_records(zone, domain, ns, svc, &owner, &ports)
         }
         [host, svc, ns, "svc"] => {
             let Some(ep) = zone.endpoints(ns, svc).into_iter().find(|e| e.hostname == *host) else { return Lookup::NxDomain };
@@ -198,32 +193,28 @@ fn lookup(zone: &ServiceTable, domain: &str, query: &Query) -> Lookup {
     }
 }
 
+/// A Service's ClusterIP; `None` when headless.
+fn cluster_ip(spec: &k8s_openapi::api::core::v1::ServiceSpec) -> Option<Ipv4Addr> {
+    spec.cluster_ip.as_deref()?.parse().ok()
+}
+
 /// SRV records of `ports`: to the Service name, or (headless) to each endpoint's name,
 /// with the A records of the targets as additionals.
-#[allow(clippy::too_many_arguments)]
-fn srv_records(zone: &ServiceTable, ns: &str, svc: &str, headless: bool, owner: &Name, service_name: &Name, ports: &[(String, u16, String)], domain: &str) -> Lookup {
-    let mut answers = Vec::new();
-    let mut extra = Vec::new();
-    let targets: Vec<(Name, Option<Ipv4Addr>)> = if headless {
-        zone.endpoints(ns, svc).into_iter().filter_map(|e| Name::from_ascii(format!("{}.{svc}.{ns}.svc.{domain}.", e.hostname)).ok().map(|n| (n, Some(e.ip)))).collect()
-    } else {
-        let ip = zone.service(ns, svc).and_then(|s| s.spec.as_ref()?.cluster_ip.as_deref()?.parse().ok());
-        vec![(service_name.clone(), ip)]
+fn srv_records(zone: &ServiceTable, domain: &str, ns: &str, svc: &str, owner: &Name, ports: &[u16]) -> Lookup {
+    let name = |host: &str| Name::from_ascii(format!("{host}.{svc}.{ns}.svc.{domain}.")).ok();
+    let targets: Vec<(Name, Ipv4Addr)> = match zone.service(ns, svc).and_then(|s| cluster_ip(s.spec.as_ref()?)) {
+        Some(ip) => Name::from_ascii(format!("{svc}.{ns}.svc.{domain}.")).ok().map(|n| (n, ip)).into_iter().collect(),
+        None => zone.endpoints(ns, svc).into_iter().filter_map(|e| Some((name(&e.hostname)?, e.ip))).collect(),
     };
     if targets.is_empty() || ports.is_empty() {
         return Lookup::NoData;
     }
     let weight = (100 / targets.len()).max(1) as u16;
-    for (_, port, _) in ports {
-        for (target, _) in &targets {
-            answers.push(Record::from_rdata(owner.clone(), TTL, RData::SRV(SRV::new(0, weight, *port, target.clone()))));
-        }
-    }
-    for (target, ip) in targets {
-        if let Some(ip) = ip {
-            extra.push(Record::from_rdata(target, TTL, RData::A(A(ip))));
-        }
-    }
+    let answers = ports
+        .iter()
+        .flat_map(|port| targets.iter().map(move |(target, _)| Record::from_rdata(owner.clone(), TTL, RData::SRV(SRV::new(0, weight, *port, target.clone())))))
+        .collect();
+    let extra = targets.into_iter().map(|(target, ip)| Record::from_rdata(target, TTL, RData::A(A(ip)))).collect();
     Lookup::Answer(answers, extra)
 }
 

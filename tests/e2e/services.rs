@@ -26,6 +26,31 @@ fn http_get(url: &str) -> (u16, String) {
     curl_with(c)
 }
 
+/// A dnsmasq on 127.0.0.1:`port` answering `--address=/<domain>/<ip>` for one name, and
+/// nothing else (no upstream, no hosts file); killed when dropped.
+struct Dnsmasq(std::process::Child);
+
+impl Dnsmasq {
+    fn start(port: u16, domain: &str, ip: &str) -> Self {
+        let child = Command::new("dnsmasq")
+            .args(["--no-daemon", "--no-resolv", "--no-hosts", "--bind-interfaces", "--listen-address=127.0.0.1", "--user=root"])
+            .arg(format!("--port={port}"))
+            .arg(format!("--address=/{domain}/{ip}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start dnsmasq");
+        Self(child)
+    }
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
@@ -152,14 +177,7 @@ fn bad_services_are_refused_with_the_field_at_fault() {
 fn dns_forwards_outside_names_and_survives_bad_packets_and_floods() {
     // A local upstream, as there is no internet: dnsmasq answering one name.
     let port = free_port();
-    let mut dnsmasq = Command::new("dnsmasq")
-        .args(["--no-daemon", "--no-resolv", "--no-hosts", "--bind-interfaces", "--listen-address=127.0.0.1", "--user=root"])
-        .arg(format!("--port={port}"))
-        .arg("--address=/example.com/93.184.216.34")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start dnsmasq");
+    let _dnsmasq = Dnsmasq::start(port, "example.com", "93.184.216.34");
     let upstream = format!("127.0.0.1:{port}");
     let (c, _dir) = Cluster::start_with(&["--dns-upstream", &upstream]);
     let forwarded = wait_for(20, "the forwarded answer", || Some(dig_short(&c, &["example.com"])).filter(|a| !a.is_empty()));
@@ -196,8 +214,6 @@ fn dns_forwards_outside_names_and_survives_bad_packets_and_floods() {
     assert_eq!(dig_short(&c, &["kubernetes.default.svc.cluster.local"]), BTreeSet::from([kubernetes_ip]));
     assert_eq!(dig_short(&c, &["example.com"]), BTreeSet::from(["93.184.216.34".to_owned()]));
     c.stop();
-    let _ = dnsmasq.kill();
-    let _ = dnsmasq.wait();
 }
 
 /// One HTTP/1.0 GET over a fresh connection; the body, or why it failed.
@@ -258,14 +274,7 @@ fn a_udp_service_without_selector_reaches_endpoints_written_by_hand() {
     // The backend is a dnsmasq on the host, named by an EndpointSlice a user writes for a
     // Service without a selector (the way Kubernetes points a Service at something outside).
     let port = free_port();
-    let mut dnsmasq = Command::new("dnsmasq")
-        .args(["--no-daemon", "--no-resolv", "--no-hosts", "--bind-interfaces", "--listen-address=127.0.0.1", "--user=root"])
-        .arg(format!("--port={port}"))
-        .arg("--address=/backend.example/10.1.2.3")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start dnsmasq");
+    let _dnsmasq = Dnsmasq::start(port, "backend.example", "10.1.2.3");
     let (c, _dir) = Cluster::start();
     c.apply(&format!(
         "apiVersion: v1\nkind: Service\nmetadata: {{name: udp-dns}}\nspec:\n  ports: [{{name: dns, port: 5353, protocol: UDP}}]\n\
@@ -282,6 +291,4 @@ fn a_udp_service_without_selector_reaches_endpoints_written_by_hand() {
     });
     assert_eq!(answer, "10.1.2.3");
     c.stop();
-    let _ = dnsmasq.kill();
-    let _ = dnsmasq.wait();
 }

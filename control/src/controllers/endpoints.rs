@@ -55,28 +55,23 @@ pub async fn reconcile(key: Key, ctx: Arc<Ctx>) -> Result<Action, Error> {
         let terminating = pod.metadata.deletion_timestamp.is_some();
         let serving = is_ready(pod) || publish_not_ready;
         let ready = serving && !terminating;
-        let mut endpoint = json!({
-            "addresses": [pod_ip(pod)],
-            "conditions": {"ready": ready, "serving": serving, "terminating": terminating},
-            "targetRef": {"kind": "Pod", "namespace": ns, "name": pod.metadata.name, "uid": pod.metadata.uid},
-        });
-        let pod_spec = pod.spec.clone().unwrap_or_default();
-        let hostname = pod_spec.hostname.clone().filter(|_| pod_spec.subdomain.as_deref() == Some(name.as_str()));
-        if let Some(h) = &hostname {
-            endpoint["hostname"] = json!(h);
+        // What a slice endpoint and an Endpoints address share: the pod, its node, and its
+        // hostname when it names this Service as its subdomain.
+        let mut about = json!({"targetRef": {"kind": "Pod", "namespace": ns, "name": pod.metadata.name, "uid": pod.metadata.uid}});
+        let pod_spec = pod.spec.as_ref();
+        if let Some(h) = pod_spec.and_then(|s| s.hostname.as_ref()).filter(|_| pod_spec.and_then(|s| s.subdomain.as_deref()) == Some(name.as_str())) {
+            about["hostname"] = json!(h);
         }
-        if let Some(node) = &pod_spec.node_name {
-            endpoint["nodeName"] = json!(node);
+        if let Some(node) = pod_spec.and_then(|s| s.node_name.as_ref()) {
+            about["nodeName"] = json!(node);
         }
+        let mut endpoint = about.clone();
+        endpoint["addresses"] = json!([pod_ip(pod)]);
+        endpoint["conditions"] = json!({"ready": ready, "serving": serving, "terminating": terminating});
         groups.entry(ports.clone()).or_default().push(endpoint);
         if !terminating || publish_not_ready {
-            let mut address = json!({"ip": pod_ip(pod), "targetRef": {"kind": "Pod", "namespace": ns, "name": pod.metadata.name, "uid": pod.metadata.uid}});
-            if let Some(h) = hostname {
-                address["hostname"] = json!(h);
-            }
-            if let Some(node) = &pod_spec.node_name {
-                address["nodeName"] = json!(node);
-            }
+            let mut address = about;
+            address["ip"] = json!(pod_ip(pod));
             let entry = subsets.entry(ports).or_default();
             if ready || publish_not_ready { entry.0.push(address) } else { entry.1.push(address) }
         }
@@ -84,26 +79,23 @@ pub async fn reconcile(key: Key, ctx: Arc<Ctx>) -> Result<Action, Error> {
 
     let owner = serde_json::to_value(owner_ref(&*svc)).unwrap_or_default();
     let mut desired: BTreeMap<String, Value> = BTreeMap::new();
-    for (ports, endpoints) in &groups {
-        for (i, chunk) in endpoints.chunks(MAX_PER_SLICE).enumerate() {
-            let slice_name = format!("{name}-{}", short_hash(&(ports, i)));
-            let ports: Vec<Value> = ports.iter().map(|(n, p, proto)| json!({"name": n, "port": p, "protocol": proto})).collect();
-            desired.insert(slice_name.clone(), json!({
-                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-                "metadata": {"name": slice_name, "namespace": ns, "ownerReferences": [owner],
-                    "labels": {SERVICE_NAME_LABEL: name, MANAGED_BY_LABEL: MANAGED_BY}},
-                "addressType": "IPv4", "endpoints": chunk, "ports": ports,
-            }));
-        }
-    }
-    if desired.is_empty() {
-        // Upstream keeps one empty slice so watchers see the Service has no endpoints.
-        let slice_name = format!("{name}-{}", short_hash(&"empty"));
+    let mut slice = |suffix: String, ports: &[PortKey], endpoints: &[Value]| {
+        let slice_name = format!("{name}-{suffix}");
         desired.insert(slice_name.clone(), json!({
             "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": slice_name, "namespace": ns, "ownerReferences": [owner], "labels": {SERVICE_NAME_LABEL: name, MANAGED_BY_LABEL: MANAGED_BY}},
-            "addressType": "IPv4", "endpoints": [], "ports": [],
+            "metadata": {"name": slice_name, "namespace": ns, "ownerReferences": [owner],
+                "labels": {SERVICE_NAME_LABEL: name, MANAGED_BY_LABEL: MANAGED_BY}},
+            "addressType": "IPv4", "endpoints": endpoints, "ports": ports_json(ports),
         }));
+    };
+    for (ports, endpoints) in &groups {
+        for (i, chunk) in endpoints.chunks(MAX_PER_SLICE).enumerate() {
+            slice(short_hash(&(ports, i)), ports, chunk);
+        }
+    }
+    if groups.is_empty() {
+        // Upstream keeps one empty slice so watchers see the Service has no endpoints.
+        slice(short_hash(&"empty"), &[], &[]);
     }
 
     let slices: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), &ns);
@@ -144,7 +136,7 @@ pub async fn reconcile(key: Key, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let subsets: Vec<Value> = subsets
         .into_iter()
         .map(|(ports, (ready, not_ready))| {
-            let mut s = json!({"ports": ports.iter().map(|(n, p, proto)| json!({"name": n, "port": p, "protocol": proto})).collect::<Vec<_>>()});
+            let mut s = json!({"ports": ports_json(&ports)});
             if !ready.is_empty() {
                 s["addresses"] = json!(ready);
             }
@@ -171,6 +163,10 @@ pub async fn reconcile(key: Key, ctx: Arc<Ctx>) -> Result<Action, Error> {
         Some(_) => {}
     }
     Ok(Action::AwaitChange)
+}
+
+fn ports_json(ports: &[PortKey]) -> Vec<Value> {
+    ports.iter().map(|(n, p, proto)| json!({"name": n, "port": p, "protocol": proto})).collect()
 }
 
 fn pod_ip(p: &Pod) -> &str {
