@@ -142,12 +142,16 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         .context("starting the control plane")?;
     let dns = args.node.dns().await?;
     let dns_addr = dns.0.local_addr()?;
-    let network = {
+    // One service table for the proxy, the DNS server and the in-process node's pods.
+    let services = {
         let kube = wasmkube_node::agent::kube_config_from_file(&cp.kubeconfig).await?;
+        wasmkube_node::service_table::SharedTable::connect(kube).context("building the API client")?
+    };
+    let network = {
         // The in-process node's proxy serves Services on its address; with --no-node only DNS runs.
         let node_ip = (!args.no_node).then_some(std::net::IpAddr::from([127, 0, 0, 1]));
         let mut stop = shutdown_node.clone();
-        tokio::spawn(wasmkube_node::network::run(kube, wasmkube_node::network::NetworkConfig { node_ip, dns: Some(dns) }, async move { stop.wait().await }))
+        tokio::spawn(wasmkube_node::network::run(services.clone(), wasmkube_node::network::NetworkConfig { node_ip, dns: Some(dns) }, async move { stop.wait().await }))
     };
     let controllers = {
         let kube = wasmkube_node::agent::kube_config_from_file(&cp.kubeconfig).await?;
@@ -165,7 +169,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         let kube = wasmkube_node::agent::kube_config_from_file(&cp.kubeconfig).await?;
         // The node's endpoint takes the admin token: the API server is its only caller.
         let server_addr = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-        let cfg = args.node.config(kube, data_dir.join("node"), "127.0.0.1".into(), server_addr, cp.state.admin_token.clone())?;
+        let cfg = args.node.config(kube, data_dir.join("node"), "127.0.0.1".into(), server_addr, cp.state.admin_token.clone(), services)?;
         let mut stop_node = shutdown_node.clone();
         Some(tokio::spawn(async move {
             if let Err(e) = wasmkube_node::agent::run(cfg, async move { stop_node.wait().await }).await {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use wasmkube_node::agent::{self, NodeConfig};
 use wasmkube_node::dns::{self, DnsConfig, DnsSockets};
 use wasmkube_node::network::{self, NetworkConfig};
+use wasmkube_node::service_table::SharedTable;
 
 /// Settings of a node agent.
 #[derive(clap::Args, Clone)]
@@ -97,7 +98,7 @@ impl NodeArgs {
     }
 
     /// The node's settings; its HTTPS endpoint listens on `server_addr` and wants `server_token`.
-    pub fn config(&self, kube: agent::KubeConfig, data_dir: PathBuf, host_ip: String, server_addr: SocketAddr, server_token: String) -> anyhow::Result<NodeConfig> {
+    pub fn config(&self, kube: agent::KubeConfig, data_dir: PathBuf, host_ip: String, server_addr: SocketAddr, server_token: String, services: SharedTable) -> anyhow::Result<NodeConfig> {
         let name = match &self.node_name {
             Some(n) => n.clone(),
             None => std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_lowercase()).unwrap_or_else(|_| "wasmkube".into()),
@@ -116,6 +117,8 @@ impl NodeArgs {
             log_max_bytes: log_max,
             server_addr,
             server_token,
+            services,
+            cluster_domain: self.cluster_domain.clone(),
         })
     }
 }
@@ -134,9 +137,11 @@ pub async fn run(args: JoinArgs) -> anyhow::Result<()> {
     let server_addr = SocketAddr::new(args.node_ip, args.node_port);
     let dns = args.node.dns().await?;
     tracing::info!(dns = %dns.0.local_addr()?, "DNS server listening");
-    let cfg = args.node.config(kube.clone(), data_dir, args.node_ip.to_string(), server_addr, args.token.clone())?;
+    // One service table for the proxy, the DNS server and the pods.
+    let services = SharedTable::connect(kube.clone()).context("building the API client")?;
+    let cfg = args.node.config(kube, data_dir, args.node_ip.to_string(), server_addr, args.token.clone(), services.clone())?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let net = tokio::spawn(network::run(kube, NetworkConfig { node_ip: Some(args.node_ip), dns: Some(dns) }, async move {
+    let net = tokio::spawn(network::run(services, NetworkConfig { node_ip: Some(args.node_ip), dns: Some(dns) }, async move {
         let mut stopped = stopped;
         let _ = stopped.wait_for(|s| *s).await;
     }));

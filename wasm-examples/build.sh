@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds every src/*.c into <name>.wasm (WASI preview 1 command modules) next
 # to this script, then the components:
-#   hello-http.wasm     src/http/hello-http.c as a wasi:http/proxy component
+#   hello-http.wasm     src/hello-http/hello-http.c as a wasi:http/proxy component
+#   frontend.wasm       src/frontend/frontend.c, the same, calling its backend
 #   job-component.wasm  job.wasm as a wasi:cli/run component
 # Needs clang 16 with the wasm32-wasi sysroot:
 #   apt-get install -y clang-16 lld-16 wasi-libc libclang-rt-16-dev-wasm32
@@ -60,7 +61,7 @@ done
 
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
-mkdir -p "$tmp/fetch/src" "$tmp/wit/deps" "$tmp/gen"
+mkdir -p "$tmp/fetch/src"
 printf '%s\n' \
     '[package]' 'name = "fetch-wasi-artefacts"' 'version = "0.0.0"' 'edition = "2021"' \
     '[dependencies]' \
@@ -92,12 +93,23 @@ component() {
     printf '%-20s %8d bytes\n' "$out" "$(wc -c < "$out")"
 }
 
-cp "$http_wit"/deps/*.wit "$tmp/wit/deps/"
-cp src/http/hello-http.wit "$tmp/wit/world.wit"
-wit-bindgen c "$tmp/wit" --world hello-http --out-dir "$tmp/gen" >"$tmp/wit-bindgen.log" 2>&1 || { cat "$tmp/wit-bindgen.log" >&2; exit 1; }
-"$CC" "${CFLAGS[@]}" -mexec-model=reactor -I"$tmp/gen" -o "$tmp/hello-http.core.wasm" \
-    src/http/hello-http.c "$tmp/gen/hello_http.c" "$tmp/gen/hello_http_component_type.o"
-component hello-http.wasm wasm-tools component new "$tmp/hello-http.core.wasm" \
-    --adapt "wasi_snapshot_preview1=$adapters/wasi_snapshot_preview1.proxy.wasm"
+# http_component NAME: src/NAME/NAME.c with the bindings of the world NAME in
+# src/NAME/NAME.wit, built as a reactor and adapted with the proxy adapter.
+http_component() {
+    name="$1"
+    c_name="${name//-/_}"
+    rm -rf "$tmp/wit" "$tmp/gen"
+    mkdir -p "$tmp/wit/deps" "$tmp/gen"
+    cp "$http_wit"/deps/*.wit "$tmp/wit/deps/"
+    cp "src/$name/$name.wit" "$tmp/wit/world.wit"
+    wit-bindgen c "$tmp/wit" --world "$name" --out-dir "$tmp/gen" >"$tmp/wit-bindgen.log" 2>&1 || { cat "$tmp/wit-bindgen.log" >&2; exit 1; }
+    "$CC" "${CFLAGS[@]}" -mexec-model=reactor -I"$tmp/gen" -o "$tmp/$name.core.wasm" \
+        "src/$name/$name.c" "$tmp/gen/$c_name.c" "$tmp/gen/${c_name}_component_type.o"
+    component "$name.wasm" wasm-tools component new "$tmp/$name.core.wasm" \
+        --adapt "wasi_snapshot_preview1=$adapters/wasi_snapshot_preview1.proxy.wasm"
+}
+
+http_component hello-http
+http_component frontend
 component job-component.wasm wasm-tools component new job.wasm \
     --adapt "wasi_snapshot_preview1=$adapters/wasi_snapshot_preview1.command.wasm"

@@ -5,6 +5,7 @@ use crate::images::ImageStore;
 use crate::ipam::PodIps;
 use crate::pod;
 use crate::server::{self, ServerState};
+use crate::service_table::SharedTable;
 use crate::wasm::WasmRuntime;
 use anyhow::Context;
 use futures::StreamExt;
@@ -57,6 +58,10 @@ pub struct NodeConfig {
     pub server_addr: SocketAddr,
     /// The bearer token callers of that endpoint must present.
     pub server_token: String,
+    /// The node's service table, shared with its proxy and DNS server.
+    pub services: SharedTable,
+    /// The cluster domain its DNS server answers for, e.g. `cluster.local`.
+    pub cluster_domain: String,
 }
 
 /// An API client configuration from a kubeconfig file (the in-process node of `up`).
@@ -126,6 +131,10 @@ pub struct NodeCtx {
     /// Log files of container runs in progress: `kubectl logs -f` follows a file while its
     /// run is in here. Shared with the node's HTTPS endpoint.
     pub running_logs: Arc<Mutex<HashSet<PathBuf>>>,
+    /// Services and endpoints as the node's watches see them: service env vars and the
+    /// cluster names components call.
+    pub services: SharedTable,
+    pub cluster_domain: String,
 }
 
 /// Runs the node until `shutdown` completes.
@@ -153,6 +162,8 @@ pub async fn run(cfg: NodeConfig, shutdown: impl std::future::Future<Output = ()
         log_max_bytes: cfg.log_max_bytes,
         stopping,
         running_logs: Default::default(),
+        services: cfg.services.clone(),
+        cluster_domain: cfg.cluster_domain.clone(),
     });
     tracing::info!(node = %cfg.name, pod_cidr = %pod_cidr, port, "node registered");
 

@@ -193,6 +193,82 @@ fn lookup(zone: &ServiceTable, domain: &str, query: &Query) -> Lookup {
     }
 }
 
+/// How a pod's resolver expands a name: resolv.conf's `search` list and `ndots`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SearchPath {
+    pub searches: Vec<String>,
+    /// A name with fewer dots than this is tried with each search domain first.
+    pub ndots: usize,
+}
+
+impl SearchPath {
+    /// What kubelet writes for `dnsPolicy: ClusterFirst`: `<ns>.svc.<d> svc.<d> <d>`, ndots 5.
+    pub fn cluster_first(namespace: &str, domain: &str) -> Self {
+        let d = domain.trim_end_matches('.');
+        Self { searches: vec![format!("{namespace}.svc.{d}"), format!("svc.{d}"), d.to_owned()], ndots: 5 }
+    }
+
+    /// The names a resolver asks for `host`, in order (glibc's rules: an absolute name as
+    /// it is; one with at least `ndots` dots as it is first, then with each search domain;
+    /// otherwise with each search domain first).
+    pub fn candidates(&self, host: &str) -> Vec<String> {
+        if let Some(absolute) = host.strip_suffix('.') {
+            return vec![absolute.to_owned()];
+        }
+        let searched = self.searches.iter().map(|s| format!("{host}.{}", s.trim_end_matches('.')));
+        if host.matches('.').count() >= self.ndots {
+            std::iter::once(host.to_owned()).chain(searched).collect()
+        } else {
+            searched.chain(std::iter::once(host.to_owned())).collect()
+        }
+    }
+}
+
+/// Where a name leads, answered in process from the zone the DNS server serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resolved {
+    /// A Service's ClusterIP, or one ready endpoint of a headless Service.
+    Address(Ipv4Addr),
+    /// A name outside the cluster domain (the name itself, or an ExternalName's target):
+    /// the host's resolvers answer it.
+    Outside(String),
+    /// Every name tried is in the cluster domain and none exists.
+    NotFound,
+}
+
+/// Resolves `host` as a pod with `search` would through the embedded server, without a
+/// packet: the first candidate name with an address wins. Of a headless Service's ready
+/// endpoints, the `pick`-th (modulo their number) is taken, so callers can rotate.
+pub fn resolve(zone: &ServiceTable, domain: &str, search: &SearchPath, host: &str, pick: usize) -> Resolved {
+    let domain = domain.trim_end_matches('.').to_lowercase();
+    let mut names = search.candidates(host);
+    // An ExternalName's target is looked up in turn; the bound stops alias loops.
+    for _ in 0..8 {
+        let mut alias = None;
+        for name in &names {
+            let in_zone = name.eq_ignore_ascii_case(&domain) || name.to_lowercase().strip_suffix(domain.as_str()).is_some_and(|r| r.ends_with('.'));
+            if !in_zone {
+                return Resolved::Outside(name.clone());
+            }
+            let Ok(qname) = Name::from_ascii(format!("{name}.")) else { continue };
+            let Lookup::Answer(records, _) = lookup(zone, &domain, &Query::query(qname, RecordType::A)) else { continue };
+            let addresses: Vec<Ipv4Addr> = records.iter().filter_map(|r| if let RData::A(a) = &r.data { Some(a.0) } else { None }).collect();
+            if !addresses.is_empty() {
+                return Resolved::Address(addresses[pick % addresses.len()]);
+            }
+            alias = records.iter().find_map(|r| if let RData::CNAME(c) = &r.data { Some(c.0.to_ascii()) } else { None });
+            if alias.is_some() {
+                break;
+            }
+        }
+        match alias {
+            Some(target) => names = vec![target.trim_end_matches('.').to_owned()],
+            None => return Resolved::NotFound,
+        }
+    }
+    Resolved::NotFound
+}
+
 /// A Service's ClusterIP; `None` when headless.
 fn cluster_ip(spec: &k8s_openapi::api::core::v1::ServiceSpec) -> Option<Ipv4Addr> {
     spec.cluster_ip.as_deref()?.parse().ok()
@@ -527,6 +603,35 @@ mod tests {
         assert_eq!(answers(ask(&z, "10.0.96.127.in-addr.arpa.", RecordType::PTR)), ["hello.default.svc.cluster.local."]);
         assert_eq!(answers(ask(&z, "4.0.1.127.in-addr.arpa.", RecordType::PTR)), ["web-1.web.default.svc.cluster.local."]);
         assert_eq!(answers(ask(&z, "example.com.", RecordType::A)), ["FORWARD"]);
+    }
+
+    #[test]
+    fn search_paths_follow_resolv_conf_rules() {
+        let search = SearchPath::cluster_first("shop", "cluster.local");
+        assert_eq!(search.candidates("backend"), ["backend.shop.svc.cluster.local", "backend.svc.cluster.local", "backend.cluster.local", "backend"]);
+        assert_eq!(search.candidates("a.b.c.d.e.f")[0], "a.b.c.d.e.f");
+        assert_eq!(search.candidates("hello.default.svc.cluster.local."), ["hello.default.svc.cluster.local"]);
+    }
+
+    #[test]
+    fn pod_names_resolve_in_process_as_the_server_answers() {
+        let z = zone();
+        let default = SearchPath::cluster_first("default", "cluster.local");
+        let other = SearchPath::cluster_first("other", "cluster.local");
+        let ip = |s: &str| Resolved::Address(s.parse().unwrap());
+        assert_eq!(resolve(&z, "cluster.local", &default, "hello", 0), ip("127.96.0.10"));
+        assert_eq!(resolve(&z, "cluster.local", &other, "hello.default", 0), ip("127.96.0.10"));
+        assert_eq!(resolve(&z, "cluster.local", &other, "hello.default.svc", 0), ip("127.96.0.10"));
+        assert_eq!(resolve(&z, "cluster.local.", &other, "hello.default.svc.cluster.local.", 0), ip("127.96.0.10"));
+        // Short names only reach the pod's own namespace.
+        assert_eq!(resolve(&z, "cluster.local", &other, "hello", 0), Resolved::Outside("hello".into()));
+        // Headless: the ready endpoints in turn; StatefulSet hostnames.
+        assert_eq!(resolve(&z, "cluster.local", &default, "web", 0), ip("127.1.0.3"));
+        assert_eq!(resolve(&z, "cluster.local", &default, "web", 1), ip("127.1.0.4"));
+        assert_eq!(resolve(&z, "cluster.local", &default, "web-1.web", 0), ip("127.1.0.4"));
+        assert_eq!(resolve(&z, "cluster.local", &default, "ext", 0), Resolved::Outside("example.com".into()));
+        assert_eq!(resolve(&z, "cluster.local", &default, "example.com", 0), Resolved::Outside("example.com".into()));
+        assert_eq!(resolve(&z, "cluster.local", &default, "nope.default.svc.cluster.local.", 0), Resolved::NotFound);
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub struct Sources {
     pub secrets: HashMap<String, Option<BTreeMap<String, Vec<u8>>>>,
     /// The Services of the pod's namespace (when `enableServiceLinks` is on) and the
     /// `kubernetes` Service, for `<NAME>_SERVICE_HOST`-style variables.
-    pub services: Vec<Service>,
+    pub services: Vec<std::sync::Arc<Service>>,
 }
 
 /// What the pod knows about where it runs, for `fieldRef`s.
@@ -147,8 +147,8 @@ pub fn container_env(container: &Container, facts: &PodFacts, sources: &Sources)
 /// Upstream's service link variables: `<NAME>_SERVICE_HOST`, `<NAME>_SERVICE_PORT`
 /// (and `_<PORT NAME>`), and the Docker-link style `<NAME>_PORT_<port>_<PROTO>...`, for
 /// every Service with a ClusterIP.
-pub fn service_env(services: &[Service]) -> Vec<(String, String)> {
-    let mut services: Vec<&Service> = services.iter().collect();
+pub fn service_env(services: &[std::sync::Arc<Service>]) -> Vec<(String, String)> {
+    let mut services: Vec<&Service> = services.iter().map(|s| &**s).collect();
     services.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     let upper = |s: &str| s.to_uppercase().replace('-', "_");
     let mut out = Vec::new();

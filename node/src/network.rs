@@ -2,7 +2,8 @@
 //! endpoints) and the DNS server (Service names to addresses).
 
 use crate::dns::{self, DnsConfig, DnsSockets};
-use crate::{proxy, service_table};
+use crate::proxy;
+use crate::service_table::SharedTable;
 use std::net::IpAddr;
 
 pub struct NetworkConfig {
@@ -12,30 +13,20 @@ pub struct NetworkConfig {
     pub dns: Option<(DnsSockets, DnsConfig)>,
 }
 
-/// Runs the proxy and the DNS server until `shutdown` completes.
-pub async fn run(config: kube::Config, cfg: NetworkConfig, shutdown: impl std::future::Future<Output = ()>) {
-    let client = match kube::Client::try_from(config) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "the proxy and DNS server cannot reach the API");
-            return;
-        }
-    };
-    let mut feeds = tokio::task::JoinSet::new();
-    let (table, changed) = service_table::watched(client, &mut feeds);
+/// Runs the proxy and the DNS server over `services` until `shutdown` completes.
+pub async fn run(services: SharedTable, cfg: NetworkConfig, shutdown: impl std::future::Future<Output = ()>) {
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let mut services = tokio::task::JoinSet::new();
+    let mut tasks = tokio::task::JoinSet::new();
     if let Some(node_ip) = cfg.node_ip {
-        services.spawn(proxy::run(table.clone(), changed, node_ip, wait(stopped.clone())));
+        tasks.spawn(proxy::run(services.table.clone(), services.changed.clone(), node_ip, wait(stopped.clone())));
     }
     if let Some((sockets, dns_cfg)) = cfg.dns {
-        services.spawn(dns::serve(sockets, table, dns_cfg, wait(stopped)));
+        tasks.spawn(dns::serve(sockets, services.table.clone(), dns_cfg, wait(stopped)));
     }
     shutdown.await;
     let _ = stop.send(true);
-    while services.join_next().await.is_some() {}
-    feeds.abort_all();
+    while tasks.join_next().await.is_some() {}
 }

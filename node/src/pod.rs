@@ -10,7 +10,8 @@ use crate::probes::{self, Schedule};
 use crate::status::{self, PodState, State, Terminated};
 use crate::volumes;
 use crate::wasm::{HttpKind, HttpSpec, DEFAULT_MAX_CONCURRENT, DEFAULT_REQUEST_TIMEOUT};
-use crate::wasm::{ArtifactKind, Mount, Outcome, RunSpec};
+use crate::dns::SearchPath;
+use crate::wasm::{ArtifactKind, ClusterNames, Mount, Outcome, RunSpec};
 use futures::future::OptionFuture;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
@@ -25,6 +26,9 @@ use tokio::sync::{watch, Notify};
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// A container that ran this long without crashing starts its back-off afresh.
 const BACKOFF_RESET: Duration = Duration::from_secs(600);
+/// How long a pod start waits for the node's first list of Services (for their env vars)
+/// before it fails and is retried.
+const SERVICES_SYNC_WAIT: Duration = Duration::from_secs(30);
 /// The pod annotation that asks for the WAGI executor (see docs/user-guide.md).
 pub const EXECUTOR_ANNOTATION: &str = "wasmkube.io/executor";
 
@@ -204,6 +208,8 @@ struct Shared {
     dirty: Notify,
     /// Ends the pod's HTTP servers gracefully when it is deleted.
     drain: crate::wasm::Drain,
+    /// How its components' outgoing requests resolve cluster names (`None`: they do not).
+    names: Option<Arc<ClusterNames>>,
 }
 
 #[derive(Clone, Copy)]
@@ -217,8 +223,10 @@ impl Shared {
         let mut state = PodState::from_pod(&pod, &ctx.host_ip);
         state.pod_ip = pod_ip;
         let spec = pod.spec.clone().unwrap_or_default();
+        let namespace = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
         Self {
-            namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+            names: cluster_names(&ctx, &spec, &namespace),
+            namespace,
             name: pod.metadata.name.clone().unwrap_or_default(),
             uid: pod.metadata.uid.clone().unwrap_or_default(),
             policy: spec.restart_policy.unwrap_or_else(|| "Always".into()),
@@ -488,6 +496,7 @@ impl Shared {
                 request_timeout: DEFAULT_REQUEST_TIMEOUT,
                 max_concurrent: DEFAULT_MAX_CONCURRENT,
                 drain: self.drain.clone(),
+                names: self.names.clone(),
             };
             Box::pin(self.ctx.runtime.serve_http(spec))
         });
@@ -529,6 +538,7 @@ impl Shared {
             stdout: log.sink("stdout"),
             stderr: log.sink("stderr"),
             stdin: Vec::new(),
+            names: self.names.clone(),
         }
     }
 
@@ -739,20 +749,21 @@ impl Shared {
     }
 
     /// The Services whose variables the pod gets: those of its namespace unless
-    /// `enableServiceLinks: false`, and always `kubernetes` in `default`.
-    async fn fetch_services(&self) -> Result<Vec<Service>, String> {
-        let mut out = Vec::new();
-        if self.spec().enable_service_links != Some(false) {
-            let api: Api<Service> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
-            out = api.list(&Default::default()).await.map_err(|e| format!("listing services: {e}"))?.items;
+    /// `enableServiceLinks: false`, and always `kubernetes` in `default`. Read from the
+    /// node's service table (as kubelet reads its informer), once it has listed Services.
+    async fn fetch_services(&self) -> Result<Vec<Arc<Service>>, String> {
+        let services = &self.ctx.services;
+        if !services.synced(SERVICES_SYNC_WAIT).await {
+            return Err("services have not yet been read at least once, cannot construct envvars".into());
         }
-        let has_master = self.namespace == "default" && self.spec().enable_service_links != Some(false);
-        if !has_master {
-            let api: Api<Service> = Api::namespaced(self.ctx.client.clone(), "default");
-            if let Some(k) = api.get_opt("kubernetes").await.map_err(|e| format!("reading the kubernetes service: {e}"))? {
+        let table = services.read();
+        let links = self.spec().enable_service_links != Some(false);
+        let mut out: Vec<Arc<Service>> = if links { table.services_in(&self.namespace).cloned().collect() } else { Vec::new() };
+        if !(links && self.namespace == "default") {
+            if let Some(k) = table.service("default", "kubernetes") {
                 // The API server's Service wins over a namesake in the pod's namespace.
                 out.retain(|s| s.metadata.name.as_deref() != Some("kubernetes"));
-                out.push(k);
+                out.push(k.clone());
             }
         }
         Ok(out)
@@ -784,6 +795,26 @@ impl Shared {
         }
         creds
     }
+}
+
+/// What kubelet's resolv.conf for the pod would say, for its components' outgoing requests:
+/// `ClusterFirst` (the default) searches the pod's namespace, then `svc` and the cluster
+/// domain, with `dnsConfig` searches and `ndots` added; `Default` and `None` use only the
+/// host's resolvers.
+fn cluster_names(ctx: &NodeCtx, spec: &k8s_openapi::api::core::v1::PodSpec, namespace: &str) -> Option<Arc<ClusterNames>> {
+    let policy = spec.dns_policy.as_deref().unwrap_or("ClusterFirst");
+    if !matches!(policy, "ClusterFirst" | "ClusterFirstWithHostNet") {
+        return None;
+    }
+    let mut search = SearchPath::cluster_first(namespace, &ctx.cluster_domain);
+    if let Some(cfg) = spec.dns_config.as_ref() {
+        search.searches.extend(cfg.searches.iter().flatten().cloned());
+        let ndots = cfg.options.iter().flatten().find(|o| o.name.as_deref() == Some("ndots")).and_then(|o| o.value.as_deref()?.parse().ok());
+        if let Some(n) = ndots {
+            search.ndots = n;
+        }
+    }
+    Some(Arc::new(ClusterNames::new(ctx.services.clone(), &ctx.cluster_domain, search)))
 }
 
 /// Pending until every container has started once, Running after; the terminal phases

@@ -21,7 +21,12 @@ pub struct ServiceTable {
     slices: HashMap<(String, String), HashMap<String, Arc<EndpointSlice>>>,
     /// Bumped on every change (the DNS zone's SOA serial).
     pub serial: u32,
+    /// Which kinds have been listed once (`SERVICES_LISTED`, `SLICES_LISTED`).
+    listed: u8,
 }
+
+const SERVICES_LISTED: u8 = 1;
+const SLICES_LISTED: u8 = 2;
 
 /// One ready address of a Service, with the name of its host (for headless Services:
 /// the pod's hostname, or its address with dashes).
@@ -121,20 +126,84 @@ impl ServiceTable {
     pub fn has_namespace(&self, ns: &str) -> bool {
         self.services.keys().any(|(n, _)| n == ns)
     }
+
+    /// The Services of one namespace.
+    pub fn services_in<'a>(&'a self, ns: &'a str) -> impl Iterator<Item = &'a Arc<Service>> + 'a {
+        self.services.iter().filter(move |((n, _), _)| n == ns).map(|(_, s)| s)
+    }
+
+    /// Whether Services and EndpointSlices have both been listed once, so what the table
+    /// lacks does not exist (kubelet's `serviceHasSynced`).
+    pub fn is_synced(&self) -> bool {
+        self.listed == SERVICES_LISTED | SLICES_LISTED
+    }
 }
 
 pub fn dashed(ip: Ipv4Addr) -> String {
     ip.to_string().replace('.', "-")
 }
 
-/// A table kept current by watches through `client`; `changed` ticks on every change.
-pub fn watched(client: kube::Client, tasks: &mut tokio::task::JoinSet<()>) -> (Arc<RwLock<ServiceTable>>, watch::Receiver<u64>) {
-    let table = Arc::new(RwLock::new(ServiceTable::default()));
-    let (tx, rx) = watch::channel(0u64);
-    let tx = Arc::new(tx);
-    tasks.spawn(feed::<Service>(Api::all(client.clone()), table.clone(), tx.clone(), ServiceTable::apply_service, ServiceTable::delete_service, |t| t.services.clear()));
-    tasks.spawn(feed::<EndpointSlice>(Api::all(client), table.clone(), tx, ServiceTable::apply_slice, ServiceTable::delete_slice, |t| t.slices.clear()));
-    (table, rx)
+/// One node's service table, kept current by watches and shared by the proxy, the DNS
+/// server and the pod workers (service env vars, cluster names of outgoing requests).
+/// Cheap to clone; the watches stop when the last clone is dropped.
+#[derive(Clone)]
+pub struct SharedTable {
+    pub table: Arc<RwLock<ServiceTable>>,
+    /// Ticks on every change.
+    pub changed: watch::Receiver<u64>,
+    _feeds: Arc<tokio::task::JoinSet<()>>,
+}
+
+impl SharedTable {
+    /// A table fed by watches through `client` (must be called inside the runtime).
+    pub fn watch(client: kube::Client) -> Self {
+        let table = Arc::new(RwLock::new(ServiceTable::default()));
+        let (tx, rx) = watch::channel(0u64);
+        let tx = Arc::new(tx);
+        let mut feeds = tokio::task::JoinSet::new();
+        feeds.spawn(feed::<Service>(Api::all(client.clone()), table.clone(), tx.clone(), ServiceTable::apply_service, ServiceTable::delete_service, |t| {
+            t.services.clear();
+            t.listed |= SERVICES_LISTED;
+        }));
+        feeds.spawn(feed::<EndpointSlice>(Api::all(client), table.clone(), tx, ServiceTable::apply_slice, ServiceTable::delete_slice, |t| {
+            t.slices.clear();
+            t.listed |= SLICES_LISTED;
+        }));
+        Self { table, changed: rx, _feeds: Arc::new(feeds) }
+    }
+
+    /// [`Self::watch`] with a client made from `config`.
+    pub fn connect(config: kube::Config) -> Result<Self, kube::Error> {
+        Ok(Self::watch(kube::Client::try_from(config)?))
+    }
+
+    /// A table that only changes by hand (tests).
+    pub fn fixed(table: ServiceTable) -> Self {
+        let (tx, rx) = watch::channel(0u64);
+        // No sender: `changed` never ticks, and waiting on it ends at once.
+        drop(tx);
+        Self { table: Arc::new(RwLock::new(table)), changed: rx, _feeds: Arc::new(tokio::task::JoinSet::new()) }
+    }
+
+    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, ServiceTable> {
+        self.table.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until the table has listed both kinds once, at most `limit`; whether it has.
+    pub async fn synced(&self, limit: Duration) -> bool {
+        let mut changed = self.changed.clone();
+        let synced = async {
+            loop {
+                if self.read().is_synced() {
+                    return true;
+                }
+                if changed.changed().await.is_err() {
+                    return self.read().is_synced();
+                }
+            }
+        };
+        tokio::time::timeout(limit, synced).await.unwrap_or(false)
+    }
 }
 
 /// Follows one kind into the table; a relist replaces what the table held of it.

@@ -16,7 +16,9 @@
 
 mod cgi;
 mod http;
+mod outbound;
 
+pub use outbound::ClusterNames;
 pub use http::{Drain, HttpKind, HttpSpec, DEFAULT_MAX_CONCURRENT, DEFAULT_REQUEST_TIMEOUT, WAGI_MAX_REQUEST_BODY, WAGI_MAX_RESPONSE};
 
 use std::collections::HashMap;
@@ -91,6 +93,9 @@ pub struct RunSpec {
     pub stderr: crate::logs::LineSink,
     /// Bytes on stdin; empty otherwise.
     pub stdin: Vec<u8>,
+    /// How a component's outgoing HTTP requests resolve cluster names; `None`: only the
+    /// host's resolvers.
+    pub names: Option<Arc<ClusterNames>>,
 }
 
 /// Store data of a preview-1 module.
@@ -105,6 +110,13 @@ struct ComponentHost {
     http: WasiHttpCtx,
     table: ResourceTable,
     limiter: Limiter,
+    outbound: outbound::OutboundHttp,
+}
+
+impl ComponentHost {
+    fn new(wasi: WasiCtx, limiter: Limiter, names: Option<Arc<ClusterNames>>) -> Self {
+        Self { wasi, http: WasiHttpCtx::new(), table: ResourceTable::new(), limiter, outbound: outbound::OutboundHttp { names } }
+    }
 }
 
 impl WasiView for ComponentHost {
@@ -115,7 +127,7 @@ impl WasiView for ComponentHost {
 
 impl WasiHttpView for ComponentHost {
     fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: wasmtime_wasi_http::default_hooks() }
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.outbound }
     }
 }
 
@@ -308,7 +320,7 @@ impl WasmRuntime {
                 run_module(&pre, store).await
             }
             Prepared::Component { command: Some(pre), .. } => {
-                let store = self.store(ComponentHost { wasi: wasi.build(), http: WasiHttpCtx::new(), table: ResourceTable::new(), limiter }, spec.cpu_millis);
+                let store = self.store(ComponentHost::new(wasi.build(), limiter, spec.names), spec.cpu_millis);
                 run_component(&pre, store).await
             }
             Prepared::Component { command: None, .. } => Outcome::Failed("the component does not export wasi:cli/run".to_owned()),
@@ -441,7 +453,7 @@ mod tests {
         let _ = std::fs::remove_file(&log_path);
         let log = crate::logs::LogWriter::open(&log_path, 1 << 20).unwrap();
         let argv = argv.iter().map(|a| a.to_string()).collect();
-        let spec = RunSpec { module: path, digest, argv, env: vec![("MESSAGE".into(), "hi".into())], mounts: vec![], memory_limit: memory, cpu_millis: None, stdout: log.sink("stdout"), stderr: log.sink("stderr"), stdin: vec![] };
+        let spec = RunSpec { module: path, digest, argv, env: vec![("MESSAGE".into(), "hi".into())], mounts: vec![], memory_limit: memory, cpu_millis: None, stdout: log.sink("stdout"), stderr: log.sink("stderr"), stdin: vec![], names: None };
         let outcome = rt.run(spec).await;
         (outcome, crate::logs::read_text(&log_path, &Default::default()))
     }
@@ -532,7 +544,7 @@ mod tests {
             Mount { host: dir.join("config"), guest: "/config".into(), read_only: true },
             Mount { host: dir.join("data"), guest: "/data".into(), read_only: false },
         ];
-        let spec = RunSpec { module: example("envdump.wasm"), digest: "envdump".into(), argv, env: vec![], mounts, memory_limit: None, cpu_millis: None, stdout: log.sink("stdout"), stderr: log.sink("stderr"), stdin: vec![] };
+        let spec = RunSpec { module: example("envdump.wasm"), digest: "envdump".into(), argv, env: vec![], mounts, memory_limit: None, cpu_millis: None, stdout: log.sink("stdout"), stderr: log.sink("stderr"), stdin: vec![], names: None };
         assert_eq!(rt.run(spec).await, Outcome::Exited(0));
         let out = crate::logs::read_text(&log_path, &Default::default());
         assert!(out.contains("== file /config/app.conf\na=1\n"), "{out}");

@@ -292,3 +292,63 @@ fn a_udp_service_without_selector_reaches_endpoints_written_by_hand() {
     assert_eq!(answer, "10.1.2.3");
     c.stop();
 }
+
+#[test]
+fn a_wasm_frontend_calls_its_backend_by_dns_name() {
+    let (c, _dir) = Cluster::start();
+    let backend = c.push_example("hello-wagi");
+    let frontend = c.push_example("frontend");
+    // The example as shipped, with this cluster's registry in the image names.
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/wasm-examples/two-tier.yaml")).expect("two-tier.yaml");
+    c.apply(&example.replace("127.0.0.1:5000/examples/hello-wagi:v1", &backend).replace("127.0.0.1:5000/examples/frontend:v1", &frontend));
+    c.ok(&["rollout", "status", "deployment/backend", "--timeout=120s"]);
+    c.ok(&["rollout", "status", "deployment/frontend", "--timeout=120s"]);
+    let frontend_ip = c.jsonpath(&["svc", "frontend"], "{.spec.clusterIP}");
+
+    // `http://backend/` from the frontend's namespace reaches both backend replicas through
+    // the backend Service; the request path is passed on.
+    // (Until the proxy listens and the backends are endpoints, answers may be errors.)
+    let mut answered = BTreeSet::new();
+    wait_for(60, "both backends to answer through the frontend", || {
+        let (code, body) = http_get(&format!("http://{frontend_ip}/"));
+        if code == 200 {
+            let backend_says = body.strip_prefix("frontend got 200 from http://backend/: ").unwrap_or_else(|| panic!("unexpected answer {body:?}"));
+            assert!(backend_says.starts_with("hello from backend-"), "{body}");
+            answered.insert(backend_says.trim().to_owned());
+        }
+        (answered.len() == 2).then_some(())
+    });
+    let (code, body) = http_get(&format!("http://{frontend_ip}/status/418"));
+    assert_eq!(code, 200, "{body}");
+    assert!(body.starts_with("frontend got 418 from http://backend/status/418: hello from backend-"), "{body}");
+    let frontend_pod = c.jsonpath(&["pods", "-l", "app=frontend"], "{.items[0].metadata.name}");
+    let logs = c.ok(&["logs", &frontend_pod]);
+    assert!(logs.lines().any(|l| l == "frontend: GET / -> http://backend/: 200"), "{logs}");
+
+    // From another namespace: the short name is not found (NXDOMAIN from the cluster
+    // zone, then the host's resolvers), the namespace-qualified one is.
+    c.ok(&["create", "namespace", "other"]);
+    let caller = |name: &str, url: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: other}}\nspec:\n  containers:\n  - name: frontend\n    image: {frontend}\n    env: [{{name: BACKEND_URL, value: \"{url}\"}}]\n    ports: [{{containerPort: 8080}}]\n"
+        )
+    };
+    c.apply(&format!("{}---\n{}", caller("qualified", "http://backend.default/"), caller("short", "http://backend/")));
+    for pod in ["qualified", "short"] {
+        c.wait_jsonpath(&["pod", pod, "-n", "other"], "{.status.phase}", "Running", 60);
+    }
+    let pod_ip = |pod: &str| c.jsonpath(&["pod", pod, "-n", "other"], "{.status.podIP}");
+    let (code, body) = wait_for(30, "the qualified frontend to serve", || Some(http_get(&format!("http://{}:8080/", pod_ip("qualified")))).filter(|(code, _)| *code != 0));
+    assert_eq!(code, 200, "{body}");
+    assert!(body.starts_with("frontend got 200 from http://backend.default/: hello from backend-"), "{body}");
+    // The host's resolvers are asked last: give them time to say no.
+    let slow_get = |url: String| {
+        let mut c = Command::new("curl");
+        c.args(["-sS", "--max-time", "30", &url]);
+        curl_with(c)
+    };
+    let (code, body) = wait_for(60, "the short-name frontend to serve", || Some(slow_get(format!("http://{}:8080/", pod_ip("short")))).filter(|(code, _)| *code != 0));
+    assert_eq!(code, 502, "{body}");
+    assert!(body.starts_with("frontend: http://backend/ failed: DNS-error"), "{body}");
+    c.stop();
+}

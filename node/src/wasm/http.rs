@@ -26,13 +26,12 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
-use wasmtime::component::ResourceTable;
 use wasmtime::InstancePre;
 use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpView};
+use wasmtime_wasi_http::WasiHttpView;
 
 /// Request bodies a WAGI handler gets on stdin are read whole first; bigger ones get a 413.
 pub const WAGI_MAX_REQUEST_BODY: usize = 16 << 20;
@@ -78,6 +77,8 @@ pub struct HttpSpec {
     /// How the pod's deletion reaches the server: stop taking connections, finish the
     /// open ones.
     pub drain: Drain,
+    /// How a `wasi:http` handler's outgoing requests resolve cluster names.
+    pub names: Option<Arc<super::ClusterNames>>,
 }
 
 /// The graceful end of a pod's HTTP servers. While a deleted pod leaves its Services'
@@ -330,7 +331,7 @@ impl Server {
         wasi.stderr(wasmtime_wasi::cli::AsyncStdoutStream::new(64 << 10, self.spec.log.sink("stderr")));
         let limiter = Limiter::new(self.spec.memory_limit);
         let memory = limiter.memory;
-        let data = ComponentHost { wasi: wasi.build(), http: WasiHttpCtx::new(), table: ResourceTable::new(), limiter };
+        let data = ComponentHost::new(wasi.build(), limiter, self.spec.names.clone());
         let mut store = self.rt.store(data, self.spec.cpu_millis);
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let resources = store.data_mut().http().new_incoming_request(Scheme::Http, req).and_then(|r| Ok((r, store.data_mut().http().new_response_outparam(sender)?)));
@@ -488,6 +489,7 @@ mod tests {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_concurrent: 4,
             drain: Drain::default(),
+            names: None,
         }
     }
 
@@ -723,6 +725,43 @@ mod tests {
         assert!(log.contains("request GET /: OOMKilled: memory limit of 65536 bytes exceeded"), "{log}");
         server.task.abort();
         let _ = std::fs::remove_dir_all(small);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_wasi_http_frontend_reaches_its_backend_by_service_name() {
+        let dir = temp_dir("frontend");
+        let rt = WasmRuntime::new(&dir.join("cache")).unwrap();
+        let backend = start(&rt, &dir, spec(&dir, example("hello-wagi.wasm"), HttpKind::Wagi)).await;
+        // `backend` in namespace shop, at the address the test backend listens on.
+        let mut table = crate::service_table::ServiceTable::default();
+        let svc = serde_json::json!({"metadata": {"name": "backend", "namespace": "shop"}, "spec": {"clusterIP": backend.addr.ip().to_string(), "ports": [{"port": backend.addr.port()}]}});
+        table.apply_service(Arc::new(serde_json::from_value(svc).unwrap()));
+        let names = Arc::new(super::super::ClusterNames::new(crate::service_table::SharedTable::fixed(table), "cluster.local", crate::dns::SearchPath::cluster_first("shop", "cluster.local")));
+        let front_dir = temp_dir("frontend-front");
+        let call = |url: &str| {
+            let mut s = spec(&front_dir, example("frontend.wasm"), HttpKind::WasiHttp);
+            s.env.push(("BACKEND_URL".into(), url.to_owned()));
+            s.names = Some(names.clone());
+            s
+        };
+        let port = backend.addr.port();
+        let frontend = start(&rt, &front_dir, call(&format!("http://backend:{port}/"))).await;
+        let r = request(frontend.addr, "GET", "/status/418", &[], "").await;
+        assert_eq!((r.status, r.body.as_str()), (200, format!("frontend got 418 from http://backend:{port}/status/418: hello from web\n").as_str()));
+        assert!(frontend.log().lines().any(|l| l == format!("frontend: GET /status/418 -> http://backend:{port}/status/418: 418")), "{}", frontend.log());
+        // The backend saw the frontend's request under the Service name.
+        let r = request(frontend.addr, "GET", "/env", &[], "").await;
+        assert!(r.body.lines().any(|l| l == format!("HTTP_HOST=backend:{port}")), "{}", r.body);
+        frontend.task.abort();
+
+        // A cluster name that does not exist fails with a DNS error, not a connection.
+        let missing = start(&rt, &front_dir, call(&format!("http://missing.shop.svc.cluster.local:{port}/"))).await;
+        let r = request(missing.addr, "GET", "/", &[], "").await;
+        assert_eq!((r.status, r.body.as_str()), (502, format!("frontend: http://missing.shop.svc.cluster.local:{port}/ failed: DNS-error\n").as_str()));
+        missing.task.abort();
+        backend.task.abort();
+        let _ = std::fs::remove_dir_all(front_dir);
         let _ = std::fs::remove_dir_all(dir);
     }
 
