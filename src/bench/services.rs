@@ -1,7 +1,8 @@
 //! `wasmkube bench dns`: `dnsperf` against the embedded DNS server answering cluster names
 //! and, in the same run, against `dnsmasq` serving the same names from a hosts file.
 //! `wasmkube bench http`: `wrk` through a Service's ClusterIP to 3 hello pods, directly to
-//! one pod, and to a native Rust hello server.
+//! one pod, to a wasm frontend that calls those pods by Service name (two tiers), and to a
+//! native Rust hello server.
 
 use super::pods::{free_port, native_hello, pod_ip, push, wait_running, which, wrk, Load};
 use super::{op, Server};
@@ -30,6 +31,9 @@ pub struct HttpArgs {
     /// The WAGI hello module
     #[arg(long, default_value = "wasm-examples/hello-wagi.wasm")]
     wagi_module: PathBuf,
+    /// The wasi:http frontend that calls the hello Service by name (two tiers)
+    #[arg(long, default_value = "wasm-examples/frontend.wasm")]
+    frontend_component: PathBuf,
     /// Seconds of load per target
     #[arg(long, default_value_t = 10)]
     seconds: u32,
@@ -189,6 +193,16 @@ async fn measure_http(server: &Server, args: &HttpArgs) -> anyhow::Result<Vec<(S
     let pod = pod_ip(&mut c, "hello-0").await?;
     let r = wrk(&format!("http://{pod}:8080/"), load).await?;
     rows.push(("one WAGI pod, directly on its pod IP".to_owned(), r.0, r.1, r.2));
+    // Two tiers: a wasi:http frontend calling `http://hello:8080/` for each request.
+    let frontend = push(server, &args.frontend_component, "bench/frontend:v1").await?;
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "frontend"},
+        "spec": {"containers": [{"name": "frontend", "image": frontend, "env": [{"name": "BACKEND_URL", "value": "http://hello:8080/"}], "ports": [{"containerPort": 8080}]}]}});
+    c.send(&op(Method::POST, "/api/v1/namespaces/default/pods".into(), "application/json", Bytes::from(serde_json::to_vec(&pod)?), 201)).await?;
+    wait_running(server, &["frontend"]).await?;
+    let front = pod_ip(&mut c, "frontend").await?;
+    wait_serving(&format!("{front}:8080"), 3).await?;
+    let r = wrk(&format!("http://{front}:8080/"), load).await?;
+    rows.push(("wasi:http frontend calling `http://hello:8080/` (ClusterIP, 3 WAGI pods)".to_owned(), r.0, r.1, r.2));
     let r = native_hello(load).await?;
     rows.push(("native Rust (hyper) hello server".to_owned(), r.0, r.1, r.2));
     Ok(rows)
