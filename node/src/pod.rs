@@ -225,7 +225,7 @@ impl Shared {
         let spec = pod.spec.clone().unwrap_or_default();
         let namespace = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
         Self {
-            names: cluster_names(&ctx, &spec, &namespace),
+            names: cluster_names(&ctx, &spec, &namespace, state.pod_ip.parse().unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]))),
             namespace,
             name: pod.metadata.name.clone().unwrap_or_default(),
             uid: pod.metadata.uid.clone().unwrap_or_default(),
@@ -801,7 +801,7 @@ impl Shared {
 /// `ClusterFirst` (the default) searches the pod's namespace, then `svc` and the cluster
 /// domain, with `dnsConfig` searches and `ndots` added; `Default` and `None` use only the
 /// host's resolvers.
-fn cluster_names(ctx: &NodeCtx, spec: &k8s_openapi::api::core::v1::PodSpec, namespace: &str) -> Option<Arc<ClusterNames>> {
+fn cluster_names(ctx: &NodeCtx, spec: &k8s_openapi::api::core::v1::PodSpec, namespace: &str, pod_ip: std::net::IpAddr) -> Option<Arc<ClusterNames>> {
     let policy = spec.dns_policy.as_deref().unwrap_or("ClusterFirst");
     if !matches!(policy, "ClusterFirst" | "ClusterFirstWithHostNet") {
         return None;
@@ -814,7 +814,7 @@ fn cluster_names(ctx: &NodeCtx, spec: &k8s_openapi::api::core::v1::PodSpec, name
             search.ndots = n;
         }
     }
-    Some(Arc::new(ClusterNames::new(ctx.services.clone(), &ctx.cluster_domain, search)))
+    Some(Arc::new(ClusterNames::new(ctx.services.clone(), &ctx.cluster_domain, search, ctx.runtime.local_servers(), pod_ip)))
 }
 
 /// Pending until every container has started once, Running after; the terminal phases

@@ -23,6 +23,8 @@ pub struct ServiceTable {
     pub serial: u32,
     /// Which kinds have been listed once (`SERVICES_LISTED`, `SLICES_LISTED`).
     listed: u8,
+    /// Services by ClusterIP.
+    by_ip: HashMap<Ipv4Addr, (String, String)>,
 }
 
 const SERVICES_LISTED: u8 = 1;
@@ -44,16 +46,44 @@ fn key_of(meta: &kube::api::ObjectMeta, name: Option<&String>) -> Option<(String
 impl ServiceTable {
     pub fn apply_service(&mut self, svc: Arc<Service>) {
         if let Some(key) = key_of(&svc.metadata, svc.metadata.name.as_ref()) {
-            self.services.insert(key, svc);
+            if let Some(ip) = cluster_ip(&svc) {
+                self.by_ip.insert(ip, key.clone());
+            }
+            if let Some(old) = self.services.insert(key, svc) {
+                self.forget_ip(&old);
+            }
             self.serial = self.serial.wrapping_add(1);
         }
     }
 
     pub fn delete_service(&mut self, svc: &Service) {
         if let Some(key) = key_of(&svc.metadata, svc.metadata.name.as_ref()) {
-            self.services.remove(&key);
+            if let Some(old) = self.services.remove(&key) {
+                self.forget_ip(&old);
+            }
             self.serial = self.serial.wrapping_add(1);
         }
+    }
+
+    /// Drops the ClusterIP index entry of `old` unless the address now names another
+    /// Service (or the same one, replaced).
+    fn forget_ip(&mut self, old: &Service) {
+        let Some(ip) = cluster_ip(old) else { return };
+        let still = self.by_ip.get(&ip).is_some_and(|(ns, name)| self.services.get(&(ns.clone(), name.clone())).and_then(|s| cluster_ip(s)) == Some(ip));
+        if !still {
+            self.by_ip.remove(&ip);
+        }
+    }
+
+    fn clear_services(&mut self) {
+        self.services.clear();
+        self.by_ip.clear();
+    }
+
+    /// The Service whose ClusterIP is `ip`, with its namespace and name.
+    pub fn service_by_ip(&self, ip: Ipv4Addr) -> Option<(&str, &str, &Arc<Service>)> {
+        let (ns, name) = self.by_ip.get(&ip)?;
+        Some((ns, name, self.services.get(&(ns.clone(), name.clone()))?))
     }
 
     pub fn apply_slice(&mut self, slice: Arc<EndpointSlice>) {
@@ -103,12 +133,10 @@ impl ServiceTable {
 
     /// The DNS name (below the cluster domain) of a Service or endpoint address.
     pub fn name_of(&self, ip: Ipv4Addr) -> Option<String> {
-        let text = ip.to_string();
-        for ((ns, name), svc) in &self.services {
-            if svc.spec.as_ref().and_then(|s| s.cluster_ip.as_deref()) == Some(text.as_str()) {
-                return Some(format!("{name}.{ns}.svc"));
-            }
+        if let Some((ns, name, _)) = self.service_by_ip(ip) {
+            return Some(format!("{name}.{ns}.svc"));
         }
+        let text = ip.to_string();
         for ((ns, name), slices) in &self.slices {
             for slice in slices.values() {
                 for ep in slice.endpoints.iter().flatten() {
@@ -139,6 +167,11 @@ impl ServiceTable {
     }
 }
 
+/// A Service's ClusterIP; `None` when headless or not yet given one.
+pub fn cluster_ip(svc: &Service) -> Option<Ipv4Addr> {
+    svc.spec.as_ref()?.cluster_ip.as_deref()?.parse().ok()
+}
+
 pub fn dashed(ip: Ipv4Addr) -> String {
     ip.to_string().replace('.', "-")
 }
@@ -162,7 +195,7 @@ impl SharedTable {
         let tx = Arc::new(tx);
         let mut feeds = tokio::task::JoinSet::new();
         feeds.spawn(feed::<Service>(Api::all(client.clone()), table.clone(), tx.clone(), ServiceTable::apply_service, ServiceTable::delete_service, |t| {
-            t.services.clear();
+            t.clear_services();
             t.listed |= SERVICES_LISTED;
         }));
         feeds.spawn(feed::<EndpointSlice>(Api::all(client), table.clone(), tx, ServiceTable::apply_slice, ServiceTable::delete_slice, |t| {

@@ -19,7 +19,7 @@ mod http;
 mod outbound;
 
 pub use outbound::ClusterNames;
-pub use http::{Drain, HttpKind, HttpSpec, DEFAULT_MAX_CONCURRENT, DEFAULT_REQUEST_TIMEOUT, WAGI_MAX_REQUEST_BODY, WAGI_MAX_RESPONSE};
+pub use http::{Drain, LocalServers, HttpKind, HttpSpec, DEFAULT_MAX_CONCURRENT, DEFAULT_REQUEST_TIMEOUT, WAGI_MAX_REQUEST_BODY, WAGI_MAX_RESPONSE};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -228,6 +228,8 @@ pub struct WasmRuntime {
     component_linker: wasmtime::component::Linker<ComponentHost>,
     loaded: Mutex<HashMap<String, Prepared>>,
     cache: Option<wasmtime::Cache>,
+    /// The HTTP servers running here, for in-process dispatch between pods.
+    local: Arc<http::LocalServers>,
 }
 
 impl WasmRuntime {
@@ -259,7 +261,13 @@ impl WasmRuntime {
                 std::thread::sleep(TICK);
             }
         })?;
-        Ok(Arc::new(Self { engine, linker, component_linker, loaded: Mutex::new(HashMap::new()), cache: Some(cache) }))
+        Ok(Arc::new(Self { engine, linker, component_linker, loaded: Mutex::new(HashMap::new()), cache: Some(cache), local: Default::default() }))
+    }
+
+    /// This node's HTTP servers by address: outgoing requests of its pods to one of them
+    /// are answered in process.
+    pub fn local_servers(&self) -> Arc<http::LocalServers> {
+        self.local.clone()
     }
 
     /// (hits, misses) of the on-disk compiled-code cache since start.

@@ -193,16 +193,25 @@ async fn measure_http(server: &Server, args: &HttpArgs) -> anyhow::Result<Vec<(S
     let pod = pod_ip(&mut c, "hello-0").await?;
     let r = wrk(&format!("http://{pod}:8080/"), load).await?;
     rows.push(("one WAGI pod, directly on its pod IP".to_owned(), r.0, r.1, r.2));
-    // Two tiers: a wasi:http frontend calling `http://hello:8080/` for each request.
+    // Two tiers: a wasi:http frontend calling the hello pods by Service name for each
+    // request, answered in process (the pods are on this node); and the same through a
+    // Service with client affinity, which only the proxy keeps, so over TCP.
+    let sticky = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "hello-sticky"}, "spec": {"selector": {"app": "hello"}, "sessionAffinity": "ClientIP", "ports": [{"port": 8080, "targetPort": "http"}]}});
+    c.send(&op(Method::POST, "/api/v1/namespaces/default/services".into(), "application/json", Bytes::from(serde_json::to_vec(&sticky)?), 201)).await?;
     let frontend = push(server, &args.frontend_component, "bench/frontend:v1").await?;
-    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "frontend"},
-        "spec": {"containers": [{"name": "frontend", "image": frontend, "env": [{"name": "BACKEND_URL", "value": "http://hello:8080/"}], "ports": [{"containerPort": 8080}]}]}});
-    c.send(&op(Method::POST, "/api/v1/namespaces/default/pods".into(), "application/json", Bytes::from(serde_json::to_vec(&pod)?), 201)).await?;
-    wait_running(server, &["frontend"]).await?;
-    let front = pod_ip(&mut c, "frontend").await?;
-    wait_serving(&format!("{front}:8080"), 3).await?;
-    let r = wrk(&format!("http://{front}:8080/"), load).await?;
-    rows.push(("wasi:http frontend calling `http://hello:8080/` (ClusterIP, 3 WAGI pods)".to_owned(), r.0, r.1, r.2));
+    let tiers = [("frontend", "http://hello:8080/", 3, "wasi:http frontend calling `http://hello:8080/` (3 WAGI pods, in process)"), ("frontend-tcp", "http://hello-sticky:8080/", 1, "the same calling a ClientIP-affinity Service (over TCP through the proxy)")];
+    for (name, url, _, _) in tiers {
+        let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"containers": [{"name": "frontend", "image": frontend, "env": [{"name": "BACKEND_URL", "value": url}], "ports": [{"containerPort": 8080}]}]}});
+        c.send(&op(Method::POST, "/api/v1/namespaces/default/pods".into(), "application/json", Bytes::from(serde_json::to_vec(&pod)?), 201)).await?;
+    }
+    wait_running(server, &tiers.map(|t| t.0)).await?;
+    for (name, _, backends, row) in tiers {
+        let front = pod_ip(&mut c, name).await?;
+        wait_serving(&format!("{front}:8080"), backends).await?;
+        let r = wrk(&format!("http://{front}:8080/"), load).await?;
+        rows.push((row.to_owned(), r.0, r.1, r.2));
+    }
     let r = native_hello(load).await?;
     rows.push(("native Rust (hyper) hello server".to_owned(), r.0, r.1, r.2));
     Ok(rows)

@@ -15,7 +15,6 @@ use super::{run_module, wasi_builder, ComponentHost, Host, Limiter, Mount, Outco
 use crate::logs::LogWriter;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use hyper::http::request::Parts;
 use hyper::{Request, Response, StatusCode};
 use std::convert::Infallible;
@@ -150,13 +149,64 @@ impl Drop for OpenConnection {
     }
 }
 
+/// A request body the handlers take: hyper's from a connection, or a `wasi:http` guest's
+/// outgoing body dispatched in process.
+pub(super) trait RequestBody: hyper::body::Body<Data = Bytes, Error = Self::E> + Send + Unpin + 'static {
+    type E: Into<wasmtime_wasi_http::Error> + Into<Box<dyn std::error::Error + Send + Sync>>;
+}
+
+impl<B, E> RequestBody for B
+where
+    B: hyper::body::Body<Data = Bytes, Error = E> + Send + Unpin + 'static,
+    E: Into<wasmtime_wasi_http::Error> + Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type E = E;
+}
+
+/// The HTTP servers of this node's pods by listening address, so a pod's outgoing request
+/// to another pod on the node is answered in process, without a TCP connection (or two,
+/// through the proxy). A server is listed from its start until it stops taking
+/// connections.
+#[derive(Default)]
+pub struct LocalServers(std::sync::Mutex<std::collections::HashMap<SocketAddr, std::sync::Weak<Server>>>);
+
+impl LocalServers {
+    /// The server listening on `addr`, if it runs here and takes requests.
+    pub(super) fn get(&self, addr: SocketAddr) -> Option<Arc<Server>> {
+        let server = self.0.lock().unwrap_or_else(|e| e.into_inner()).get(&addr)?.upgrade()?;
+        (!server.spec.drain.is_closing()).then_some(server)
+    }
+
+    fn register(self: &Arc<Self>, addr: SocketAddr, server: &Arc<Server>) -> Listed {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(addr, Arc::downgrade(server));
+        Listed { servers: self.clone(), addr, server: Arc::downgrade(server) }
+    }
+}
+
+/// A server's entry in [`LocalServers`], removed when dropped.
+struct Listed {
+    servers: Arc<LocalServers>,
+    addr: SocketAddr,
+    server: std::sync::Weak<Server>,
+}
+
+impl Drop for Listed {
+    fn drop(&mut self) {
+        let mut map = self.servers.0.lock().unwrap_or_else(|e| e.into_inner());
+        // A newer server on the same address (a restarted container) keeps its entry.
+        if map.get(&self.addr).is_some_and(|w| w.ptr_eq(&self.server)) {
+            map.remove(&self.addr);
+        }
+    }
+}
+
 #[derive(Clone)]
 enum Handler {
     Wagi(InstancePre<Host>),
     WasiHttp(ProxyPre<ComponentHost>),
 }
 
-struct Server {
+pub(super) struct Server {
     rt: Arc<WasmRuntime>,
     handler: Handler,
     spec: HttpSpec,
@@ -198,6 +248,7 @@ impl WasmRuntime {
         tracing::info!(addr = %local, kind = ?server.spec.kind, "serving HTTP");
         let drain = server.spec.drain.clone();
         drain.0.servers.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut listed = Some(self.local.register(local, &server));
         // Connections live in this set: dropping the future aborts them all.
         let mut connections = JoinSet::new();
         let mut listener = Some(listener);
@@ -221,6 +272,7 @@ impl WasmRuntime {
                 _ = drain.closed(), if listener.is_some() => {
                     // Closing the socket refuses whoever comes next.
                     listener = None;
+                    drop(listed.take());
                     tracing::info!(addr = %local, open = connections.len(), "stopped taking connections: the pod is being deleted");
                 }
                 Some(_) = connections.join_next() => {}
@@ -262,7 +314,8 @@ impl Server {
         }
     }
 
-    async fn handle(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<HyperOutgoingBody> {
+    /// Answers one request, from a connection or dispatched in process ([`LocalServers`]).
+    pub(super) async fn handle<B: RequestBody>(&self, req: Request<B>, remote: SocketAddr) -> Response<HyperOutgoingBody> {
         match &self.handler {
             Handler::Wagi(pre) => self.wagi(pre, req, remote).await,
             Handler::WasiHttp(pre) => self.wasi_http(pre, req).await,
@@ -274,7 +327,7 @@ impl Server {
         self.slots.clone().acquire_owned().await.ok()
     }
 
-    async fn wagi(&self, pre: &InstancePre<Host>, req: Request<Incoming>, remote: SocketAddr) -> Response<HyperOutgoingBody> {
+    async fn wagi<B: RequestBody>(&self, pre: &InstancePre<Host>, req: Request<B>, remote: SocketAddr) -> Response<HyperOutgoingBody> {
         let (parts, body) = req.into_parts();
         let body = match Limited::new(body, WAGI_MAX_REQUEST_BODY).collect().await {
             Ok(b) => b.to_bytes(),
@@ -314,7 +367,7 @@ impl Server {
         }
     }
 
-    async fn wasi_http(&self, pre: &ProxyPre<ComponentHost>, mut req: Request<Incoming>) -> Response<HyperOutgoingBody> {
+    async fn wasi_http<B: RequestBody>(&self, pre: &ProxyPre<ComponentHost>, mut req: Request<B>) -> Response<HyperOutgoingBody> {
         // wasi:http needs an authority; HTTP/1.0 clients may send no Host.
         if !req.headers().contains_key(hyper::header::HOST) {
             if let Ok(host) = self.local.to_string().parse() {
@@ -423,7 +476,7 @@ fn failure_reason(outcome: Outcome, memory: usize) -> (StatusCode, String) {
     }
 }
 
-fn head_of(req: &Request<Incoming>) -> Parts {
+fn head_of<B>(req: &Request<B>) -> Parts {
     let mut head = Request::new(());
     *head.method_mut() = req.method().clone();
     *head.uri_mut() = req.uri().clone();
@@ -458,6 +511,7 @@ mod tests {
         addr: SocketAddr,
         task: tokio::task::JoinHandle<Outcome>,
         log_path: PathBuf,
+        drain: Drain,
     }
 
     impl TestServer {
@@ -497,8 +551,9 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let rt = rt.clone();
+        let drain = spec.drain.clone();
         let task = tokio::spawn(async move { rt.serve_http_on(listener, spec).await });
-        TestServer { addr, task, log_path: dir.join("0.log") }
+        TestServer { addr, task, log_path: dir.join("0.log"), drain }
     }
 
     struct Reply {
@@ -735,9 +790,11 @@ mod tests {
         let backend = start(&rt, &dir, spec(&dir, example("hello-wagi.wasm"), HttpKind::Wagi)).await;
         // `backend` in namespace shop, at the address the test backend listens on.
         let mut table = crate::service_table::ServiceTable::default();
-        let svc = serde_json::json!({"metadata": {"name": "backend", "namespace": "shop"}, "spec": {"clusterIP": backend.addr.ip().to_string(), "ports": [{"port": backend.addr.port()}]}});
+        let svc = serde_json::json!({"metadata": {"name": "backend", "namespace": "shop"}, "spec": {"clusterIP": backend.addr.ip().to_string(), "ports": [{"name": "http", "port": backend.addr.port()}]}});
         table.apply_service(Arc::new(serde_json::from_value(svc).unwrap()));
-        let names = Arc::new(super::super::ClusterNames::new(crate::service_table::SharedTable::fixed(table), "cluster.local", crate::dns::SearchPath::cluster_first("shop", "cluster.local")));
+        let services = crate::service_table::SharedTable::fixed(table);
+        let frontend_ip = std::net::IpAddr::from([127, 1, 0, 9]);
+        let names = Arc::new(super::super::ClusterNames::new(services.clone(), "cluster.local", crate::dns::SearchPath::cluster_first("shop", "cluster.local"), rt.local_servers(), frontend_ip));
         let front_dir = temp_dir("frontend-front");
         let call = |url: &str| {
             let mut s = spec(&front_dir, example("frontend.wasm"), HttpKind::WasiHttp);
@@ -750,9 +807,31 @@ mod tests {
         let r = request(frontend.addr, "GET", "/status/418", &[], "").await;
         assert_eq!((r.status, r.body.as_str()), (200, format!("frontend got 418 from http://backend:{port}/status/418: hello from web\n").as_str()));
         assert!(frontend.log().lines().any(|l| l == format!("frontend: GET /status/418 -> http://backend:{port}/status/418: 418")), "{}", frontend.log());
-        // The backend saw the frontend's request under the Service name.
+        // The Service has no endpoints yet: the request went over TCP to its address, with
+        // the Service name in Host.
         let r = request(frontend.addr, "GET", "/env", &[], "").await;
         assert!(r.body.lines().any(|l| l == format!("HTTP_HOST=backend:{port}")), "{}", r.body);
+        assert!(r.body.lines().any(|l| l == "REMOTE_ADDR=127.0.0.1"), "{}", r.body);
+
+        // Once the backend is the Service's endpoint, the request is answered in process:
+        // the backend sees the frontend pod's address, not a loopback connection's.
+        let slice = serde_json::json!({"metadata": {"name": "backend-1", "namespace": "shop", "labels": {crate::service_table::SERVICE_NAME_LABEL: "backend"}},
+            "addressType": "IPv4", "endpoints": [{"addresses": [backend.addr.ip().to_string()]}], "ports": [{"name": "http", "port": port}]});
+        services.table.write().unwrap().apply_slice(Arc::new(serde_json::from_value(slice).unwrap()));
+        let r = request(frontend.addr, "GET", "/env", &[], "").await;
+        assert!(r.body.starts_with(&format!("frontend got 200 from http://backend:{port}/env: hello from web\n")), "{}", r.body);
+        assert!(r.body.lines().any(|l| l == "REMOTE_ADDR=127.1.0.9"), "{}", r.body);
+        assert!(r.body.lines().any(|l| l == format!("HTTP_HOST=backend:{port}")), "{}", r.body);
+        // A draining backend is not dispatched to: the request goes over TCP again (here
+        // refused, as the drained listener is closed).
+        backend.drain.close();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(backend.addr).await.is_ok() {
+            assert!(tokio::time::Instant::now() < deadline, "the drained backend still takes connections");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let r = request(frontend.addr, "GET", "/", &[], "").await;
+        assert_eq!(r.status, 502, "{}", r.body);
         frontend.task.abort();
 
         // A cluster name that does not exist fails with a DNS error, not a connection.

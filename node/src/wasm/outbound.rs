@@ -5,31 +5,44 @@
 //! Service of the pod's namespace through its ClusterIP (and so the node proxy), a
 //! headless Service one of its ready pods in turn. Names outside the cluster domain go to
 //! the host's resolvers, as the DNS server forwards them.
+//!
+//! When the pod a request is for serves HTTP on this node, the request is answered in
+//! process by that pod's server ([`LocalServers`]), with no TCP connection: a Service's
+//! ready endpoints are taken in turn (as the proxy would), and a local one gets the
+//! request directly. Services with `sessionAffinity: ClientIP` always go through the
+//! proxy, which keeps the affinity.
 
+use super::http::{LocalServers, Server};
 use crate::dns::{self, Resolved, SearchPath};
 use crate::service_table::SharedTable;
 use http_body_util::BodyExt;
 use hyper::http;
 use std::future::Future;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
 
-/// How one pod's outgoing requests name cluster hosts.
+/// How one pod's outgoing requests name cluster hosts, and reach pods of this node.
 pub struct ClusterNames {
     pub services: SharedTable,
     /// The cluster domain, e.g. `cluster.local`.
     pub domain: String,
     /// The pod's search path (its namespace first, for `dnsPolicy: ClusterFirst`).
     pub search: SearchPath,
-    /// Turns for headless Services with several ready endpoints.
-    next: AtomicUsize,
+    /// This node's HTTP servers.
+    local: Arc<LocalServers>,
+    /// The pod's own address: the client address a local server sees.
+    source: SocketAddr,
+    /// Turns over a headless Service's addresses, and over a Service's ready endpoints
+    /// (apart: one request may take a turn of each).
+    next_address: AtomicUsize,
+    next_endpoint: AtomicUsize,
 }
 
 impl ClusterNames {
-    pub fn new(services: SharedTable, domain: &str, search: SearchPath) -> Self {
-        Self { services, domain: domain.to_owned(), search, next: AtomicUsize::new(0) }
+    pub fn new(services: SharedTable, domain: &str, search: SearchPath, local: Arc<LocalServers>, pod_ip: IpAddr) -> Self {
+        Self { services, domain: domain.to_owned(), search, local, source: SocketAddr::new(pod_ip, 0), next_address: AtomicUsize::new(0), next_endpoint: AtomicUsize::new(0) }
     }
 
     /// Where `host` leads; IP literals lead to themselves.
@@ -41,63 +54,103 @@ impl ClusterNames {
                 IpAddr::V6(_) => Resolved::Outside(host.to_owned()),
             };
         }
-        let pick = self.next.fetch_add(1, Ordering::Relaxed);
+        let pick = self.next_address.fetch_add(1, Ordering::Relaxed);
         dns::resolve(&self.services.read(), &self.domain, &self.search, host, pick)
+    }
+
+    /// The pod address a connection to `ip:port` would reach: for a Service's ClusterIP the
+    /// next ready endpoint at the Service port's target (unless the Service keeps client
+    /// affinity, which only the proxy knows), else `ip:port` itself.
+    fn endpoint(&self, ip: Ipv4Addr, port: u16) -> Option<SocketAddr> {
+        let table = self.services.read();
+        let Some((ns, name, svc)) = table.service_by_ip(ip) else { return Some(SocketAddr::from((ip, port))) };
+        let spec = svc.spec.as_ref()?;
+        if spec.session_affinity.as_deref() == Some("ClientIP") {
+            return None;
+        }
+        let tcp = |p: &k8s_openapi::api::core::v1::ServicePort| p.protocol.as_deref().unwrap_or("TCP") == "TCP";
+        let port_name = spec.ports.iter().flatten().find(|p| p.port == i32::from(port) && tcp(p))?.name.clone().unwrap_or_default();
+        let endpoints = table.endpoints(ns, name);
+        if endpoints.is_empty() {
+            return None;
+        }
+        let ep = &endpoints[self.next_endpoint.fetch_add(1, Ordering::Relaxed) % endpoints.len()];
+        let target = ep.ports.iter().find(|(n, _)| *n == port_name)?.1;
+        Some(SocketAddr::from((ep.ip, target)))
     }
 }
 
 /// The `wasi:http` hooks of one instance: the default sender, after cluster names are
-/// swapped for addresses in the request's URI (the `Host` header keeps the name).
+/// swapped for addresses in the request's URI (the `Host` header keeps the name), or a
+/// server of this node answering in process.
 #[derive(Clone, Default)]
 pub struct OutboundHttp {
     pub names: Option<Arc<ClusterNames>>,
 }
 
-type Sent = Box<dyn Future<Output = Result<(http::Response<WasiBody>, Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>), wasmtime_wasi_http::Error>> + Send>;
+type SendError = wasmtime_wasi_http::Error;
+type Sent = Box<dyn Future<Output = Result<(http::Response<WasiBody>, Box<dyn Future<Output = Result<(), SendError>> + Send>), SendError>> + Send>;
+
+/// Where one outgoing request goes.
+enum Route {
+    /// To a server of this node, in process.
+    Local(Arc<Server>, SocketAddr),
+    /// Over TCP, to this URI (the host swapped for its address) or, `None`, as it is.
+    Remote(Option<http::Uri>),
+}
 
 impl WasiHttpHooks for OutboundHttp {
-    fn send_request(&mut self, mut request: http::Request<WasiBody>, options: Option<RequestOptions>, fut: Box<dyn Future<Output = Result<(), wasmtime_wasi_http::Error>> + Send>) -> Sent {
+    fn send_request(&mut self, mut request: http::Request<WasiBody>, options: Option<RequestOptions>, fut: Box<dyn Future<Output = Result<(), SendError>> + Send>) -> Sent {
         _ = fut;
-        let rewritten = match &self.names {
-            Some(names) => to_address(names, request.uri()),
-            None => Ok(None),
+        let route = match &self.names {
+            Some(names) => route(names, request.uri()),
+            None => Ok(Route::Remote(None)),
         };
         Box::new(async move {
-            match rewritten? {
-                Some(uri) => *request.uri_mut() = uri,
-                None => {}
+            match route? {
+                Route::Local(server, source) => {
+                    // As it would arrive on a connection: origin-form, the Host header naming the authority.
+                    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+                    *request.uri_mut() = http::Uri::try_from(path).map_err(|_| SendError::HttpRequestUriInvalid)?;
+                    let response = server.handle(request, source).await;
+                    Ok((response, Box::new(async { Ok(()) }) as Box<dyn Future<Output = _> + Send>))
+                }
+                Route::Remote(uri) => {
+                    if let Some(uri) = uri {
+                        *request.uri_mut() = uri;
+                    }
+                    let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+                    Ok((response.map(BodyExt::boxed_unsync), Box::new(io) as Box<dyn Future<Output = _> + Send>))
+                }
             }
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
-            Ok((response.map(BodyExt::boxed_unsync), Box::new(io) as Box<dyn Future<Output = _> + Send>))
         })
     }
 }
 
-/// The URI with its host replaced by the address the cluster gives it; `None` when the
-/// host resolves outside the cluster (the default sender then looks it up). HTTPS keeps
-/// its name, which certificate checks need.
-fn to_address(names: &ClusterNames, uri: &http::Uri) -> Result<Option<http::Uri>, wasmtime_wasi_http::Error> {
-    let Some(host) = uri.host() else { return Ok(None) };
+/// The route of a request to `uri`. A host outside the cluster is sent as it is (the
+/// default sender looks it up); HTTPS keeps its name, which certificate checks need.
+fn route(names: &ClusterNames, uri: &http::Uri) -> Result<Route, SendError> {
+    let Some(host) = uri.host() else { return Ok(Route::Remote(None)) };
     if uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
-        return Ok(None);
+        return Ok(Route::Remote(None));
     }
+    let port = uri.port_u16().unwrap_or(80);
     let ip = match names.resolve(host) {
         Resolved::Address(ip) => ip,
-        Resolved::Outside(name) if name == host => return Ok(None),
-        Resolved::Outside(name) => {
-            // An ExternalName: the target host, still on the asked port.
-            let port = uri.port_u16().unwrap_or(80);
-            return rebuild(uri, &format!("{name}:{port}")).map(Some);
-        }
-        Resolved::NotFound => return Err(wasmtime_wasi_http::Error::DnsError { rcode: Some("NXDOMAIN".into()), info_code: None }),
+        Resolved::Outside(name) if name == host => return Ok(Route::Remote(None)),
+        // An ExternalName: the target host, still on the asked port.
+        Resolved::Outside(name) => return rebuild(uri, &format!("{name}:{port}")).map(|u| Route::Remote(Some(u))),
+        Resolved::NotFound => return Err(SendError::DnsError { rcode: Some("NXDOMAIN".into()), info_code: None }),
     };
-    let port = uri.port_u16().unwrap_or(80);
-    rebuild(uri, &format!("{ip}:{port}")).map(Some)
+    if let Some(server) = names.endpoint(ip, port).and_then(|addr| names.local.get(addr)) {
+        return Ok(Route::Local(server, names.source));
+    }
+    rebuild(uri, &format!("{ip}:{port}")).map(|u| Route::Remote(Some(u)))
 }
 
-fn rebuild(uri: &http::Uri, authority: &str) -> Result<http::Uri, wasmtime_wasi_http::Error> {
+fn rebuild(uri: &http::Uri, authority: &str) -> Result<http::Uri, SendError> {
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    http::Uri::builder().scheme(uri.scheme().cloned().unwrap_or(http::uri::Scheme::HTTP)).authority(authority).path_and_query(path).build().map_err(|_| wasmtime_wasi_http::Error::HttpRequestUriInvalid)
+    http::Uri::builder().scheme(uri.scheme().cloned().unwrap_or(http::uri::Scheme::HTTP)).authority(authority).path_and_query(path).build().map_err(|_| SendError::HttpRequestUriInvalid)
 }
 
 #[cfg(test)]
@@ -111,11 +164,16 @@ mod tests {
         table.apply_service(Arc::new(svc));
         let ext: k8s_openapi::api::core::v1::Service = serde_json::from_value(serde_json::json!({"metadata": {"name": "search", "namespace": "shop"}, "spec": {"type": "ExternalName", "externalName": "search.example.org"}})).unwrap();
         table.apply_service(Arc::new(ext));
-        ClusterNames::new(SharedTable::fixed(table), "cluster.local", SearchPath::cluster_first(ns, "cluster.local"))
+        ClusterNames::new(SharedTable::fixed(table), "cluster.local", SearchPath::cluster_first(ns, "cluster.local"), Default::default(), IpAddr::from([127, 1, 0, 9]))
     }
 
+    /// Where a request to `uri` is sent (no server runs here, so never in process).
     fn rewrite(names: &ClusterNames, uri: &str) -> Result<Option<String>, String> {
-        to_address(names, &uri.parse().unwrap()).map(|u| u.map(|u| u.to_string())).map_err(|e| format!("{e:?}"))
+        match route(names, &uri.parse().unwrap()) {
+            Ok(Route::Remote(u)) => Ok(u.map(|u| u.to_string())),
+            Ok(Route::Local(..)) => Err("local".into()),
+            Err(e) => Err(format!("{e:?}")),
+        }
     }
 
     #[test]
