@@ -324,6 +324,12 @@ fn a_wasm_frontend_calls_its_backend_by_dns_name() {
     let frontend_pod = c.jsonpath(&["pods", "-l", "app=frontend"], "{.items[0].metadata.name}");
     let logs = c.ok(&["logs", &frontend_pod]);
     assert!(logs.lines().any(|l| l == "frontend: GET / -> http://backend/: 200"), "{logs}");
+    // The backends run on the frontend's node, so the call is answered in process: the
+    // backend sees the frontend pod as its client, not a loopback connection.
+    let frontend_pod_ip = c.jsonpath(&["pods", "-l", "app=frontend"], "{.items[0].status.podIP}");
+    let (code, body) = http_get(&format!("http://{frontend_ip}/env"));
+    assert_eq!(code, 200, "{body}");
+    assert!(body.lines().any(|l| l == format!("REMOTE_ADDR={frontend_pod_ip}")), "{body}");
 
     // From another namespace: the short name is not found (NXDOMAIN from the cluster
     // zone, then the host's resolvers), the namespace-qualified one is.
@@ -333,14 +339,19 @@ fn a_wasm_frontend_calls_its_backend_by_dns_name() {
             "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: other}}\nspec:\n  containers:\n  - name: frontend\n    image: {frontend}\n    env: [{{name: BACKEND_URL, value: \"{url}\"}}]\n    ports: [{{containerPort: 8080}}]\n"
         )
     };
-    c.apply(&format!("{}---\n{}", caller("qualified", "http://backend.default/"), caller("short", "http://backend/")));
-    for pod in ["qualified", "short"] {
+    // A Service with client affinity is reached through the proxy (which keeps it), over TCP.
+    c.apply("apiVersion: v1\nkind: Service\nmetadata: {name: backend-sticky}\nspec:\n  selector: {app: backend}\n  sessionAffinity: ClientIP\n  ports: [{port: 80, targetPort: http}]\n");
+    c.apply(&format!("{}---\n{}---\n{}", caller("qualified", "http://backend.default/"), caller("short", "http://backend/"), caller("sticky", "http://backend-sticky.default/")));
+    for pod in ["qualified", "short", "sticky"] {
         c.wait_jsonpath(&["pod", pod, "-n", "other"], "{.status.phase}", "Running", 60);
     }
     let pod_ip = |pod: &str| c.jsonpath(&["pod", pod, "-n", "other"], "{.status.podIP}");
     let (code, body) = wait_for(30, "the qualified frontend to serve", || Some(http_get(&format!("http://{}:8080/", pod_ip("qualified")))).filter(|(code, _)| *code != 0));
     assert_eq!(code, 200, "{body}");
     assert!(body.starts_with("frontend got 200 from http://backend.default/: hello from backend-"), "{body}");
+    let (code, body) = wait_for(30, "the frontend of the sticky Service to serve", || Some(http_get(&format!("http://{}:8080/env", pod_ip("sticky")))).filter(|(code, _)| *code == 200));
+    assert!(body.starts_with("frontend got 200 from http://backend-sticky.default/env: hello from backend-"), "{code} {body}");
+    assert!(body.lines().any(|l| l == "REMOTE_ADDR=127.0.0.1"), "the proxy's connection: {body}");
     // The host's resolvers are asked last: give them time to say no.
     let slow_get = |url: String| {
         let mut c = Command::new("curl");
