@@ -14,7 +14,7 @@
 //! A name in the zone with no records of the asked type gets NODATA, a name not in it
 //! NXDOMAIN; both carry the zone's SOA, so resolvers cache the answer correctly.
 
-use crate::service_table::ServiceTable;
+use crate::service_table::{cluster_ip, ServiceTable};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::{A, CNAME, PTR, SOA, SRV};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
@@ -146,7 +146,7 @@ fn lookup(zone: &ServiceTable, domain: &str, query: &Query) -> Lookup {
                 return Lookup::Answer(vec![Record::from_rdata(owner, TTL, RData::CNAME(CNAME(target)))], vec![]);
             }
             match qtype {
-                RecordType::A => match cluster_ip(spec) {
+                RecordType::A => match cluster_ip(service) {
                     Some(ip) => Lookup::Answer(vec![a(&owner, ip)], vec![]),
                     None => {
                         // Headless: the ready endpoints.
@@ -246,8 +246,7 @@ pub fn resolve(zone: &ServiceTable, domain: &str, search: &SearchPath, host: &st
     for _ in 0..8 {
         let mut alias = None;
         for name in &names {
-            let in_zone = name.eq_ignore_ascii_case(&domain) || name.to_lowercase().strip_suffix(domain.as_str()).is_some_and(|r| r.ends_with('.'));
-            if !in_zone {
+            if !in_domain(&name.to_lowercase(), &domain) {
                 return Resolved::Outside(name.clone());
             }
             let Ok(qname) = Name::from_ascii(format!("{name}.")) else { continue };
@@ -269,16 +268,16 @@ pub fn resolve(zone: &ServiceTable, domain: &str, search: &SearchPath, host: &st
     Resolved::NotFound
 }
 
-/// A Service's ClusterIP; `None` when headless.
-fn cluster_ip(spec: &k8s_openapi::api::core::v1::ServiceSpec) -> Option<Ipv4Addr> {
-    spec.cluster_ip.as_deref()?.parse().ok()
+/// Whether `name` (lowercase, without the final dot) is `domain` or below it.
+fn in_domain(name: &str, domain: &str) -> bool {
+    name == domain || name.strip_suffix(domain).is_some_and(|rest| rest.ends_with('.'))
 }
 
 /// SRV records of `ports`: to the Service name, or (headless) to each endpoint's name,
 /// with the A records of the targets as additionals.
 fn srv_records(zone: &ServiceTable, domain: &str, ns: &str, svc: &str, owner: &Name, ports: &[u16]) -> Lookup {
     let name = |host: &str| Name::from_ascii(format!("{host}.{svc}.{ns}.svc.{domain}.")).ok();
-    let targets: Vec<(Name, Ipv4Addr)> = match zone.service(ns, svc).and_then(|s| cluster_ip(s.spec.as_ref()?)) {
+    let targets: Vec<(Name, Ipv4Addr)> = match zone.service(ns, svc).and_then(|s| cluster_ip(s)) {
         Some(ip) => Name::from_ascii(format!("{svc}.{ns}.svc.{domain}.")).ok().map(|n| (n, ip)).into_iter().collect(),
         None => zone.endpoints(ns, svc).into_iter().filter_map(|e| Some((name(&e.hostname)?, e.ip))).collect(),
     };
@@ -513,8 +512,7 @@ async fn serve_udp(server: Arc<Server>, sock: Arc<UdpSocket>) {
 /// Whether a request is for the cluster domain (answered in line, without a task).
 fn is_local_question(server: &Server, request: &Message) -> bool {
     request.queries.first().map(|q| q.name().to_ascii().to_lowercase()).is_some_and(|n| {
-        let n = n.trim_end_matches('.');
-        n == server.domain || n.strip_suffix(server.domain.as_str()).is_some_and(|rest| rest.ends_with('.'))
+        in_domain(n.trim_end_matches('.'), &server.domain)
     })
 }
 

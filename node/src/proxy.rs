@@ -214,11 +214,7 @@ async fn serve_udp(sock: UdpSocket, table: Arc<RwLock<ServiceTable>>, target: Ta
 
 /// The ready endpoints of a Service port, as socket addresses.
 fn backends(table: &ServiceTable, target: &Target) -> Vec<SocketAddr> {
-    table
-        .endpoints(&target.ns, &target.svc)
-        .into_iter()
-        .filter_map(|e| e.ports.iter().find(|(name, _)| *name == target.port_name).map(|(_, port)| SocketAddr::new(IpAddr::V4(e.ip), *port)))
-        .collect()
+    table.backends(&target.ns, &target.svc, &target.port_name)
 }
 
 /// The affinity timeout when the Service pins clients to one endpoint.

@@ -46,12 +46,13 @@ fn key_of(meta: &kube::api::ObjectMeta, name: Option<&String>) -> Option<(String
 impl ServiceTable {
     pub fn apply_service(&mut self, svc: Arc<Service>) {
         if let Some(key) = key_of(&svc.metadata, svc.metadata.name.as_ref()) {
+            if let Some(old) = self.services.get(&key).cloned() {
+                self.forget_ip(&old, &key);
+            }
             if let Some(ip) = cluster_ip(&svc) {
                 self.by_ip.insert(ip, key.clone());
             }
-            if let Some(old) = self.services.insert(key, svc) {
-                self.forget_ip(&old);
-            }
+            self.services.insert(key, svc);
             self.serial = self.serial.wrapping_add(1);
         }
     }
@@ -59,18 +60,15 @@ impl ServiceTable {
     pub fn delete_service(&mut self, svc: &Service) {
         if let Some(key) = key_of(&svc.metadata, svc.metadata.name.as_ref()) {
             if let Some(old) = self.services.remove(&key) {
-                self.forget_ip(&old);
+                self.forget_ip(&old, &key);
             }
             self.serial = self.serial.wrapping_add(1);
         }
     }
 
-    /// Drops the ClusterIP index entry of `old` unless the address now names another
-    /// Service (or the same one, replaced).
-    fn forget_ip(&mut self, old: &Service) {
-        let Some(ip) = cluster_ip(old) else { return };
-        let still = self.by_ip.get(&ip).is_some_and(|(ns, name)| self.services.get(&(ns.clone(), name.clone())).and_then(|s| cluster_ip(s)) == Some(ip));
-        if !still {
+    /// Drops the ClusterIP index entry of `old`, stored under `key`, if it still names it.
+    fn forget_ip(&mut self, old: &Service, key: &(String, String)) {
+        if let Some(ip) = cluster_ip(old).filter(|ip| self.by_ip.get(ip) == Some(key)) {
             self.by_ip.remove(&ip);
         }
     }
@@ -131,6 +129,11 @@ impl ServiceTable {
         out
     }
 
+    /// The ready endpoints of a Service port (by its name), at the port each serves it on.
+    pub fn backends(&self, ns: &str, svc: &str, port_name: &str) -> Vec<std::net::SocketAddr> {
+        self.endpoints(ns, svc).into_iter().filter_map(|e| e.ports.iter().find(|(name, _)| name == port_name).map(|(_, port)| std::net::SocketAddr::from((e.ip, *port)))).collect()
+    }
+
     /// The DNS name (below the cluster domain) of a Service or endpoint address.
     pub fn name_of(&self, ip: Ipv4Addr) -> Option<String> {
         if let Some((ns, name, _)) = self.service_by_ip(ip) {
@@ -188,8 +191,10 @@ pub struct SharedTable {
 }
 
 impl SharedTable {
-    /// A table fed by watches through `client` (must be called inside the runtime).
-    pub fn watch(client: kube::Client) -> Self {
+    /// A table fed by watches through a client made from `config` (must be called inside
+    /// the runtime).
+    pub fn connect(config: kube::Config) -> Result<Self, kube::Error> {
+        let client = kube::Client::try_from(config)?;
         let table = Arc::new(RwLock::new(ServiceTable::default()));
         let (tx, rx) = watch::channel(0u64);
         let tx = Arc::new(tx);
@@ -202,12 +207,7 @@ impl SharedTable {
             t.slices.clear();
             t.listed |= SLICES_LISTED;
         }));
-        Self { table, changed: rx, _feeds: Arc::new(feeds) }
-    }
-
-    /// [`Self::watch`] with a client made from `config`.
-    pub fn connect(config: kube::Config) -> Result<Self, kube::Error> {
-        Ok(Self::watch(kube::Client::try_from(config)?))
+        Ok(Self { table, changed: rx, _feeds: Arc::new(feeds) })
     }
 
     /// A table that only changes by hand (tests).

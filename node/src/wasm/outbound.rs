@@ -14,7 +14,7 @@
 
 use super::http::{LocalServers, Server};
 use crate::dns::{self, Resolved, SearchPath};
-use crate::service_table::SharedTable;
+use crate::service_table::{ServiceTable, SharedTable};
 use http_body_util::BodyExt;
 use hyper::http;
 use std::future::Future;
@@ -45,8 +45,8 @@ impl ClusterNames {
         Self { services, domain: domain.to_owned(), search, local, source: SocketAddr::new(pod_ip, 0), next_address: AtomicUsize::new(0), next_endpoint: AtomicUsize::new(0) }
     }
 
-    /// Where `host` leads; IP literals lead to themselves.
-    pub fn resolve(&self, host: &str) -> Resolved {
+    /// Where `host` leads in `table`; IP literals lead to themselves.
+    fn resolve(&self, table: &ServiceTable, host: &str) -> Resolved {
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         if let Ok(ip) = bare.parse::<IpAddr>() {
             return match ip {
@@ -55,14 +55,13 @@ impl ClusterNames {
             };
         }
         let pick = self.next_address.fetch_add(1, Ordering::Relaxed);
-        dns::resolve(&self.services.read(), &self.domain, &self.search, host, pick)
+        dns::resolve(table, &self.domain, &self.search, host, pick)
     }
 
     /// The pod address a connection to `ip:port` would reach: for a Service's ClusterIP the
-    /// next ready endpoint at the Service port's target (unless the Service keeps client
-    /// affinity, which only the proxy knows), else `ip:port` itself.
-    fn endpoint(&self, ip: Ipv4Addr, port: u16) -> Option<SocketAddr> {
-        let table = self.services.read();
+    /// next of its port's ready backends (unless the Service keeps client affinity, which
+    /// only the proxy knows), else `ip:port` itself.
+    fn endpoint(&self, table: &ServiceTable, ip: Ipv4Addr, port: u16) -> Option<SocketAddr> {
         let Some((ns, name, svc)) = table.service_by_ip(ip) else { return Some(SocketAddr::from((ip, port))) };
         let spec = svc.spec.as_ref()?;
         if spec.session_affinity.as_deref() == Some("ClientIP") {
@@ -70,13 +69,11 @@ impl ClusterNames {
         }
         let tcp = |p: &k8s_openapi::api::core::v1::ServicePort| p.protocol.as_deref().unwrap_or("TCP") == "TCP";
         let port_name = spec.ports.iter().flatten().find(|p| p.port == i32::from(port) && tcp(p))?.name.clone().unwrap_or_default();
-        let endpoints = table.endpoints(ns, name);
-        if endpoints.is_empty() {
+        let backends = table.backends(ns, name, &port_name);
+        if backends.is_empty() {
             return None;
         }
-        let ep = &endpoints[self.next_endpoint.fetch_add(1, Ordering::Relaxed) % endpoints.len()];
-        let target = ep.ports.iter().find(|(n, _)| *n == port_name)?.1;
-        Some(SocketAddr::from((ep.ip, target)))
+        Some(backends[self.next_endpoint.fetch_add(1, Ordering::Relaxed) % backends.len()])
     }
 }
 
@@ -135,14 +132,16 @@ fn route(names: &ClusterNames, uri: &http::Uri) -> Result<Route, SendError> {
         return Ok(Route::Remote(None));
     }
     let port = uri.port_u16().unwrap_or(80);
-    let ip = match names.resolve(host) {
+    // One look at the table for the name and, below, the endpoint.
+    let table = names.services.read();
+    let ip = match names.resolve(&table, host) {
         Resolved::Address(ip) => ip,
         Resolved::Outside(name) if name == host => return Ok(Route::Remote(None)),
         // An ExternalName: the target host, still on the asked port.
         Resolved::Outside(name) => return rebuild(uri, &format!("{name}:{port}")).map(|u| Route::Remote(Some(u))),
         Resolved::NotFound => return Err(SendError::DnsError { rcode: Some("NXDOMAIN".into()), info_code: None }),
     };
-    if let Some(server) = names.endpoint(ip, port).and_then(|addr| names.local.get(addr)) {
+    if let Some(server) = names.endpoint(&table, ip, port).and_then(|addr| names.local.get(addr)) {
         return Ok(Route::Local(server, names.source));
     }
     rebuild(uri, &format!("{ip}:{port}")).map(|u| Route::Remote(Some(u)))
