@@ -12,6 +12,7 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
+use rustls::pki_types::{pem::PemObject, CertificateDer};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -111,7 +112,7 @@ impl Server {
         let token = std::fs::read_to_string(data_dir.join("pki/admin.token"))?.trim().to_string();
         let ca = std::fs::read(data_dir.join("pki/ca.crt"))?;
         let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_pemfile::certs(&mut ca.as_slice()) {
+        for cert in CertificateDer::pem_slice_iter(&ca) {
             roots.add(cert?)?;
         }
         let tls = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
@@ -289,24 +290,22 @@ async fn api(args: ApiArgs) -> anyhow::Result<()> {
     let (rows, notes) = result?;
     let mut notes = notes;
     notes.push(format!("- at the end: store file {store:.1} MiB, server RSS {rss:.1} MiB"));
-    print_table(&rows, &notes);
+    print_table(&rows, &notes)?;
     Ok(())
 }
 
 /// The results as the markdown table docs/benchmarks.md keeps, then the notes.
-fn print_table(rows: &[Row], notes: &[String]) {
-    #[allow(clippy::print_stdout)]
-    {
-        println!("| phase | objects in store | ops | ops/s | p50 ms | p99 ms |");
-        println!("|---|---:|---:|---:|---:|---:|");
-        for r in rows {
-            println!("| {} | {} | {} | {:.0} | {:.2} | {:.2} |", r.phase, r.in_store, r.ops, r.per_sec, r.p50_ms, r.p99_ms);
-        }
-        println!();
-        for n in notes {
-            println!("{n}");
-        }
+fn print_table(rows: &[Row], notes: &[String]) -> std::io::Result<()> {
+    outln!("| phase | objects in store | ops | ops/s | p50 ms | p99 ms |")?;
+    outln!("|---|---:|---:|---:|---:|---:|")?;
+    for r in rows {
+        outln!("| {} | {} | {} | {:.0} | {:.2} | {:.2} |", r.phase, r.in_store, r.ops, r.per_sec, r.p50_ms, r.p99_ms)?;
     }
+    outln!()?;
+    for n in notes {
+        outln!("{n}")?;
+    }
+    Ok(())
 }
 
 async fn api_phases(server: &Server, args: &ApiArgs) -> anyhow::Result<(Vec<Row>, Vec<String>)> {

@@ -1,5 +1,17 @@
 //! `wasmkube`: Kubernetes for WebAssembly, in one binary.
 
+/// `println!` for the command line's output: it returns a write error instead of
+/// panicking, and a reader that went away (`wasmkube push ... | head -1`) ends the output
+/// without being an error. Use it as `outln!(...)?`.
+macro_rules! outln {
+    () => {
+        $crate::write_stdout(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod bench;
 mod node;
 mod pull;
@@ -99,9 +111,8 @@ async fn registry(args: RegistryArgs) -> anyhow::Result<()> {
     };
     let (stop, shutdown) = Shutdown::new();
     let (addr, task) = start_registry(&dir, &args.addr, shutdown).await?;
-    #[allow(clippy::print_stdout)]
-    {
-        println!("wasmkube registry ready: http://{addr} storage {}", dir.display());
+    if let Err(e) = outln!("wasmkube registry ready: http://{addr} storage {}", dir.display()) {
+        tracing::warn!(error = %e, "cannot write the ready line to stdout");
     }
     wait_for_signal().await?;
     let _ = stop.send(true);
@@ -119,7 +130,20 @@ async fn wait_for_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `$WASMKUBE_HOME`, else `~/.wasmkube`.
+/// Writes to stdout; a closed pipe (`EPIPE`: the reader exited) is not an error, the
+/// output just has no reader any more. Rust ignores `SIGPIPE`, so without this every
+/// `println!` after the reader went away would panic.
+pub(crate) fn write_stdout(text: std::fmt::Arguments<'_>) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_fmt(text).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+/// The data directory `up`, `node`, `registry` and `pull` share: `$WASMKUBE_HOME`, else
+/// `~/.wasmkube`.
 pub(crate) fn home_dir() -> anyhow::Result<PathBuf> {
     std::env::var_os("WASMKUBE_HOME").map(PathBuf::from).map_or_else(default_data_dir, Ok)
 }
@@ -132,7 +156,7 @@ fn default_data_dir() -> anyhow::Result<PathBuf> {
 async fn up(args: UpArgs) -> anyhow::Result<()> {
     let data_dir = match args.data_dir {
         Some(d) => d,
-        None => default_data_dir()?,
+        None => home_dir()?,
     };
     let (stop, shutdown) = Shutdown::new();
     let (registry_addr, registry) = start_registry(&data_dir.join("registry"), &args.registry_addr, shutdown.clone()).await?;
@@ -177,10 +201,10 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             }
         }))
     };
-    // The one line on stdout that scripts and tests wait for.
-    #[allow(clippy::print_stdout)]
-    {
-        println!("wasmkube ready: API https://{} registry {registry_addr} dns {dns_addr} kubeconfig {}", cp.api_addr, cp.kubeconfig.display());
+    // The one line on stdout that scripts and tests wait for. Nobody reading it is no
+    // reason to stop the cluster.
+    if let Err(e) = outln!("wasmkube ready: API https://{} registry {registry_addr} dns {dns_addr} kubeconfig {}", cp.api_addr, cp.kubeconfig.display()) {
+        tracing::warn!(error = %e, "cannot write the ready line to stdout");
     }
 
     wait_for_signal().await?;
@@ -200,11 +224,10 @@ fn main() -> std::process::ExitCode {
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            // The whole chain on one line, without a backtrace: this is for users.
-            #[allow(clippy::print_stderr)]
-            {
-                eprintln!("error: {e:#}");
-            }
+            // The whole chain on one line, without a backtrace: this is for users. A closed
+            // stderr leaves nowhere to report it; the exit code still does.
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }

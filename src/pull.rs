@@ -10,7 +10,7 @@ use wasmkube_node::images::{ImageContent, ImageStore, PullPolicy};
 pub struct PullArgs {
     /// The image, e.g. 127.0.0.1:5000/hello:v1, ghcr.io/me/hello@sha256:...
     reference: String,
-    /// The image cache [default: $WASMKUBE_HOME/images or ~/.wasmkube/images, the node's cache]
+    /// The image cache [default: the one `up` and `node` use: $WASMKUBE_HOME/node/images or ~/.wasmkube/node/images]
     #[arg(long)]
     cache_dir: Option<PathBuf>,
     /// Always, IfNotPresent or Never [default: Always for :latest or no tag, else IfNotPresent]
@@ -33,7 +33,9 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
     let creds = args.auth.credentials(&registry)?;
     let cache = match args.cache_dir {
         Some(d) => d,
-        None => crate::home_dir()?.join("images"),
+        // Where `up`'s in-process node (and `wasmkube node`) keeps its images, so what is
+        // pulled here is what their pods start from.
+        None => crate::home_dir()?.join("node").join("images"),
     };
     let store = ImageStore::open(&cache, args.auth.insecure_registries).with_context(|| format!("opening the image cache {}", cache.display()))?;
     let image = store.pull(&args.reference, policy, &creds).await?;
@@ -53,9 +55,6 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
             }
         }
     }
-    #[allow(clippy::print_stdout)]
-    {
-        println!("{}", lines.join("\n"));
-    }
+    outln!("{}", lines.join("\n"))?;
     Ok(())
 }

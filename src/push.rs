@@ -66,9 +66,6 @@ pub async fn run(args: PushArgs) -> anyhow::Result<()> {
         plain_http: wasmkube_node::images::plain_http_allowed(&registry, &args.auth.insecure_registries),
     };
     let pushed = push_wasm(&args.file, &target).await?;
-    #[allow(clippy::print_stdout)]
-    {
-        println!("pushed {} ({}, {} bytes)\ndigest: {}", pushed.reference, pushed.os, pushed.size, pushed.digest);
-    }
+    outln!("pushed {} ({}, {} bytes)\ndigest: {}", pushed.reference, pushed.os, pushed.size, pushed.digest)?;
     Ok(())
 }

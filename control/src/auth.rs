@@ -6,6 +6,7 @@
 //! re-issued at every start so it always names the addresses in use.
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -111,8 +112,8 @@ impl Credentials {
     /// The rustls server configuration, offering HTTP/2 and HTTP/1.1 (kubectl uses h2).
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, AuthError> {
         let bad = || AuthError::Pem(PathBuf::from("apiserver.crt"));
-        let certs = rustls_pemfile::certs(&mut self.server_cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>().map_err(|_| bad())?;
-        let key = rustls_pemfile::private_key(&mut self.server_key_pem.as_bytes()).map_err(|_| bad())?.ok_or_else(bad)?;
+        let certs = CertificateDer::pem_slice_iter(self.server_cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>().map_err(|_| bad())?;
+        let key = PrivateKeyDer::from_pem_slice(self.server_key_pem.as_bytes()).map_err(|_| bad())?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?

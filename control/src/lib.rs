@@ -4,7 +4,8 @@
 pub mod api;
 pub mod auth;
 pub mod controllers;
-pub mod quantity;
+/// Kubernetes resource quantities (the parser the node shares).
+pub use wasmkube_quantity as quantity;
 pub mod store;
 
 use api::request::{Address, Query};

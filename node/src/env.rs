@@ -235,7 +235,7 @@ pub fn resource_field(container: &Container, resource: &str, divisor: Option<&st
     };
     let raw = map.and_then(|m| m.get(name)).map(|q| q.0.as_str());
     let value = match (raw, name) {
-        (Some(q), _) => crate::quantity::parse(q).ok_or_else(|| ConfigError(format!("invalid quantity {q:?} for {resource}")))?,
+        (Some(q), _) => crate::quantity::parse(q).filter(|v| *v >= 0.0).ok_or_else(|| ConfigError(format!("invalid quantity {q:?} for {resource}")))?,
         // Unset limits read as the node's allocatable, as upstream; requests as 0.
         (None, "cpu") if kind == "limits" => std::thread::available_parallelism().map_or(1, |n| n.get()) as f64,
         (None, "memory") if kind == "limits" => crate::agent::host_memory_bytes() as f64,

@@ -3,7 +3,7 @@
 //!
 //! [`agent`] registration, lease and pod watch; [`pod`] one pod's life; [`wasm`] the
 //! executors (commands run to their end, HTTP containers served with one instance per
-//! request); [`images`] the image store; [`env`], [`volumes`], [`probes`], [`status`];
+//! request); [`images`] the image store; [`env`], [`volumes`], [`probes`], [`status`], [`events`];
 //! [`logs`] container logs and [`server`] the node's HTTPS endpoint that serves them;
 //! [`network`] the node's Service proxy ([`proxy`]) and DNS server ([`dns`]), both fed by
 //! the [`service_table`].
@@ -11,6 +11,7 @@
 pub mod agent;
 pub mod dns;
 pub mod env;
+pub mod events;
 pub mod images;
 pub mod ipam;
 pub mod logs;
@@ -18,7 +19,8 @@ pub mod network;
 pub mod pod;
 pub mod probes;
 pub mod proxy;
-pub mod quantity;
+/// Kubernetes resource quantities (the parser the control plane shares).
+pub use wasmkube_quantity as quantity;
 pub mod server;
 pub mod service_table;
 pub mod status;

@@ -29,8 +29,11 @@ const BACKOFF_RESET: Duration = Duration::from_secs(600);
 /// How long a pod start waits for the node's first list of Services (for their env vars)
 /// before it fails and is retried.
 const SERVICES_SYNC_WAIT: Duration = Duration::from_secs(30);
-/// The pod annotation that asks for the WAGI executor (see docs/user-guide.md).
+/// The pod annotation that overrides how a WASI command module with ports runs: `wagi` or
+/// `command` (see [`select_executor`] and docs/user-guide.md).
 pub const EXECUTOR_ANNOTATION: &str = "wasmkube.io/executor";
+/// The Event reason for a container that was expected to serve and ended on its own.
+pub const SERVER_EXITED: &str = "ServerExited";
 
 /// Runs the pod `feed` names until it is gone (or the node stops).
 pub async fn run(ctx: Arc<NodeCtx>, mut feed: watch::Receiver<Option<Arc<Pod>>>) {
@@ -170,6 +173,10 @@ struct Prepared {
     memory_limit: Option<u64>,
     cpu_millis: Option<u64>,
     executor: Executor,
+    /// What the image is and which ports the container declares: why a run that ends on
+    /// its own may deserve an explanation ([`not_serving`]).
+    artifact: ArtifactKind,
+    ports: Vec<u16>,
 }
 
 /// How a container's artifact is run.
@@ -180,6 +187,99 @@ pub enum Executor {
     /// An HTTP server on the pod IP and each declared port, one instance per request: a
     /// WAGI handler module or a `wasi:http` component.
     Http { kind: HttpKind, ports: Vec<u16> },
+}
+
+/// What the pod's [`EXECUTOR_ANNOTATION`] asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecutorChoice {
+    /// No annotation: a WASI command module is served as WAGI when it is expected to
+    /// serve ([`expected_to_serve`]), and runs as a command otherwise.
+    Auto,
+    /// `wagi`: a WASI command module with ports is served as WAGI, whatever the restart policy.
+    Wagi,
+    /// `command`: a WASI command module runs to its end, ports or not.
+    Command,
+}
+
+impl ExecutorChoice {
+    pub fn of(pod: &Pod) -> Result<Self, String> {
+        Self::parse(pod.metadata.annotations.as_ref().and_then(|a| a.get(EXECUTOR_ANNOTATION)).map(String::as_str))
+    }
+
+    pub fn parse(value: Option<&str>) -> Result<Self, String> {
+        match value {
+            None => Ok(Self::Auto),
+            Some("wagi") => Ok(Self::Wagi),
+            Some("command") => Ok(Self::Command),
+            Some(other) => Err(format!("unknown value {other:?} of the annotation {EXECUTOR_ANNOTATION}: use \"wagi\" or \"command\"")),
+        }
+    }
+}
+
+/// A container is expected to serve when it declares a `containerPort` in a pod whose
+/// `restartPolicy` is `Always` (the default, and the only policy Deployments, ReplicaSets,
+/// StatefulSets and DaemonSets allow): it should keep answering on its ports. Under
+/// `OnFailure` or `Never` (Jobs) a container is meant to finish, ports or not.
+pub fn expected_to_serve(ports: &[u16], restart_policy: &str) -> bool {
+    !ports.is_empty() && restart_policy == "Always"
+}
+
+/// How a container runs, by what its image is, the pod's [`EXECUTOR_ANNOTATION`], the
+/// ports it declares and the pod's restart policy:
+///
+/// - a `wasi:http` component is served on its ports (and must declare one);
+/// - a `wasi:cli/run` component runs as a command (it has no way to serve a port);
+/// - a WASI preview-1 command module is served as WAGI when it is expected to serve
+///   ([`expected_to_serve`]) or annotated `wagi` and declares a port; annotated `command`,
+///   or without ports, or in a pod meant to finish, it runs as a command;
+/// - an init container that is a command always runs to its end.
+pub fn select_executor(kind: ArtifactKind, choice: ExecutorChoice, ports: Vec<u16>, init: bool, restart_policy: &str) -> Result<Executor, String> {
+    match kind {
+        ArtifactKind::HttpComponent if ports.is_empty() => Err("a wasi:http component serves HTTP: declare a containerPort".into()),
+        ArtifactKind::HttpComponent => Ok(Executor::Http { kind: HttpKind::WasiHttp, ports }),
+        ArtifactKind::ComponentCommand => Ok(Executor::Command),
+        ArtifactKind::Command if init => Ok(Executor::Command),
+        ArtifactKind::Command => {
+            let wagi = match choice {
+                ExecutorChoice::Auto => expected_to_serve(&ports, restart_policy),
+                ExecutorChoice::Wagi => !ports.is_empty(),
+                ExecutorChoice::Command => false,
+            };
+            Ok(if wagi { Executor::Http { kind: HttpKind::Wagi, ports } } else { Executor::Command })
+        }
+    }
+}
+
+/// Why a main container that was expected to serve ended on its own (not stopped by the
+/// node or a probe), for a Warning Event and its status message; `None` when the end is
+/// ordinary: a command expected to serve that exits non-zero is a plain crash, and one
+/// that exits 0 in a pod meant to finish has done its work.
+fn not_serving(container: &str, executor: &Executor, artifact: ArtifactKind, ports: &[u16], restart_policy: &str, outcome: &Outcome) -> Option<String> {
+    let ports_text = |ports: &[u16]| {
+        let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+        format!("containerPort{} {}", if list.len() == 1 { "" } else { "s" }, list.join(", "))
+    };
+    match executor {
+        Executor::Http { kind, ports } => {
+            let how = match kind {
+                HttpKind::Wagi => "WAGI",
+                HttpKind::WasiHttp => "wasi:http",
+            };
+            let why = match outcome {
+                Outcome::Failed(m) | Outcome::Trapped(m) => m.clone(),
+                other => format!("its server ended with exit code {}", other.exit_code()),
+            };
+            Some(format!("container {container} is served as {how} on {} but stopped serving: {why}", ports_text(ports)))
+        }
+        Executor::Command if *outcome == Outcome::Exited(0) && expected_to_serve(ports, restart_policy) => {
+            let what = match artifact {
+                ArtifactKind::ComponentCommand => "a wasi:cli/run component runs as a command, to its end, and cannot listen on a port itself; to serve HTTP, build it as a wasi:http component (exporting wasi:http/incoming-handler)".to_owned(),
+                _ => format!("the pod's annotation {EXECUTOR_ANNOTATION}: command runs this WASI command module as a plain command, to its end; without the annotation a WASI command module that declares a containerPort is served as WAGI, one instance per request"),
+            };
+            Some(format!("container {container} exited with code 0, but it declares {} and restartPolicy Always, so it was expected to keep serving: {what}", ports_text(ports)))
+        }
+        Executor::Command => None,
+    }
 }
 
 impl Prepared {
@@ -450,7 +550,7 @@ impl Shared {
             Ok(l) => l,
             Err(e) => {
                 let message = format!("opening the container log {}: {e}", log_path.display());
-                return self.ended(which, Outcome::Failed(message), started);
+                return self.ended(which, Outcome::Failed(message), started, None);
             }
         };
         let spec = self.run_spec(p, p.argv.clone(), &log);
@@ -470,12 +570,22 @@ impl Shared {
                 }
             },
         };
-        match &outcome {
-            Outcome::OomKilled => log.note("OOMKilled: the module grew its memory past limits.memory"),
-            Outcome::Trapped(m) | Outcome::Failed(m) => log.note(m),
-            Outcome::Exited(_) => {}
+        // A container that was expected to serve and ended says why, in its log, its state
+        // and a Warning Event.
+        let why = match which {
+            Which::Main(_) => not_serving(&container.name, &p.executor, p.artifact, &p.ports, &self.policy, &outcome),
+            Which::Init(_) => None,
+        };
+        match (&outcome, &why) {
+            (_, Some(why)) => {
+                log.note(why);
+                crate::events::warn(&self.ctx.client, &self.ctx.name, &self.pod, &container.name, SERVER_EXITED, why.clone());
+            }
+            (Outcome::OomKilled, None) => log.note("OOMKilled: the module grew its memory past limits.memory"),
+            (Outcome::Trapped(m) | Outcome::Failed(m), None) => log.note(m),
+            (Outcome::Exited(_), None) => {}
         }
-        self.ended(which, outcome, started)
+        self.ended(which, outcome, started, why)
     }
 
     /// Serves every port of an HTTP container until one server fails (or the run is dropped).
@@ -503,7 +613,8 @@ impl Shared {
         futures::future::select_all(servers).await.0
     }
 
-    fn ended(&self, which: Which, outcome: Outcome, started: String) -> Terminated {
+    /// Records how a run ended; `why` (if any) is the state's message instead of the outcome's.
+    fn ended(&self, which: Which, outcome: Outcome, started: String, why: Option<String>) -> Terminated {
         let (reason, message) = match &outcome {
             Outcome::Exited(0) => ("Completed", None),
             Outcome::Exited(_) => ("Error", None),
@@ -511,7 +622,7 @@ impl Shared {
             Outcome::Trapped(m) => ("Error", Some(m.clone())),
             Outcome::Failed(m) => ("StartError", Some(m.clone())),
         };
-        let term = Terminated { exit_code: outcome.exit_code(), reason: reason.into(), message, started, finished: status::now(), container_id: String::new() };
+        let term = Terminated { exit_code: outcome.exit_code(), reason: reason.into(), message: why.or(message), started, finished: status::now(), container_id: String::new() };
         self.finish(which, term)
     }
 
@@ -675,9 +786,10 @@ impl Shared {
         let facts = PodFacts { pod: &self.pod, pod_ip: &pod_ip, host_ip: &self.ctx.host_ip, node_name: &self.ctx.name };
         let pod_dir = self.ctx.pods_dir.join(&self.uid);
         let vols = volumes::prepare(&pod_dir, self.spec().volumes.as_deref().unwrap_or_default(), &facts, &sources).map_err(|e| all("CreateContainerConfigError", e.0))?;
-        let wagi = self.pod.metadata.annotations.as_ref().and_then(|a| a.get(EXECUTOR_ANNOTATION)).is_some_and(|v| v == "wagi");
+        let choice = ExecutorChoice::of(&self.pod).map_err(|m| all("CreateContainerConfigError", m))?;
+        let n_init = self.spec().init_containers.as_ref().map_or(0, Vec::len);
         let mut out = Vec::new();
-        for c in self.spec().init_containers.iter().flatten().chain(self.spec().containers.iter()) {
+        for (n, c) in self.spec().init_containers.iter().flatten().chain(self.spec().containers.iter()).enumerate() {
             let one = |reason, message| PrepError { reason, message, container: Some(c.name.clone()) };
             let image = c.image.clone().unwrap_or_default();
             let policy = c.image_pull_policy.as_deref().and_then(PullPolicy::parse).unwrap_or_else(|| PullPolicy::default_for(&image));
@@ -700,6 +812,8 @@ impl Shared {
             let limit = |name: &str| limits.and_then(|l| l.get(name)).map(|q| q.0.clone());
             let (p_module, p_digest) = (module.clone(), digest.clone());
             let ports: Vec<u16> = c.ports.iter().flatten().filter_map(|p| u16::try_from(p.container_port).ok()).collect();
+            let artifact = self.ctx.runtime.artifact_kind_off_thread(&p_module, &p_digest).await.map_err(|m| one("CreateContainerError", m))?;
+            let executor = select_executor(artifact, choice, ports.clone(), n < n_init, &self.policy).map_err(|m| one("CreateContainerError", m))?;
             out.push(Prepared {
                 module,
                 digest,
@@ -709,12 +823,9 @@ impl Shared {
                 mounts: mounts.into_iter().map(|m| (m.host, m.guest, m.read_only)).collect(),
                 memory_limit: limit("memory").and_then(|q| crate::quantity::bytes(&q)),
                 cpu_millis: limit("cpu").and_then(|q| crate::quantity::millicores(&q)),
-                executor: match self.ctx.runtime.artifact_kind_off_thread(&p_module, &p_digest).await.map_err(|m| one("CreateContainerError", m))? {
-                    ArtifactKind::HttpComponent if ports.is_empty() => return Err(one("CreateContainerError", "a wasi:http component serves HTTP: declare a containerPort".into())),
-                    ArtifactKind::HttpComponent => Executor::Http { kind: HttpKind::WasiHttp, ports },
-                    ArtifactKind::Command if wagi && !ports.is_empty() => Executor::Http { kind: HttpKind::Wagi, ports },
-                    ArtifactKind::Command | ArtifactKind::ComponentCommand => Executor::Command,
-                },
+                executor,
+                artifact,
+                ports,
             });
         }
         Ok(out)
@@ -951,5 +1062,69 @@ mod tests {
         assert_eq!(delays, [0, 10, 20, 40, 80, 160, 300, 300]);
         assert_eq!(go_duration(Duration::from_secs(80)), "1m20s");
         assert_eq!(go_duration(Duration::from_millis(200)), "200ms");
+    }
+
+    fn wagi(ports: &[u16]) -> Executor {
+        Executor::Http { kind: HttpKind::Wagi, ports: ports.to_vec() }
+    }
+
+    #[test]
+    fn a_command_module_with_ports_in_a_pod_that_keeps_running_is_served_as_wagi() {
+        use ArtifactKind::*;
+        use ExecutorChoice::{Auto, Command as Cmd, Wagi};
+        let pick = |kind, choice, ports: &[u16], init, policy| select_executor(kind, choice, ports.to_vec(), init, policy);
+        // As written for Kubernetes: a containerPort under restartPolicy Always serves.
+        assert_eq!(pick(Command, Auto, &[8080], false, "Always"), Ok(wagi(&[8080])));
+        assert_eq!(pick(Command, Auto, &[80, 8080], false, "Always"), Ok(wagi(&[80, 8080])));
+        // No port, or a pod meant to finish (a Job's): a command.
+        assert_eq!(pick(Command, Auto, &[], false, "Always"), Ok(Executor::Command));
+        assert_eq!(pick(Command, Auto, &[8080], false, "Never"), Ok(Executor::Command));
+        assert_eq!(pick(Command, Auto, &[8080], false, "OnFailure"), Ok(Executor::Command));
+        // The annotation decides for modules with ports.
+        assert_eq!(pick(Command, Cmd, &[8080], false, "Always"), Ok(Executor::Command));
+        assert_eq!(pick(Command, Wagi, &[8080], false, "Never"), Ok(wagi(&[8080])));
+        assert_eq!(pick(Command, Wagi, &[], false, "Always"), Ok(Executor::Command));
+        // Init containers run to their end.
+        assert_eq!(pick(Command, Auto, &[8080], true, "Always"), Ok(Executor::Command));
+        assert_eq!(pick(Command, Wagi, &[8080], true, "Always"), Ok(Executor::Command));
+        // Components: wasi:http is served whatever the annotation says; wasi:cli/run runs.
+        for choice in [Auto, Wagi, Cmd] {
+            assert_eq!(pick(HttpComponent, choice, &[8080], false, "Never"), Ok(Executor::Http { kind: HttpKind::WasiHttp, ports: vec![8080] }));
+            assert!(pick(HttpComponent, choice, &[], false, "Always").unwrap_err().contains("declare a containerPort"));
+            assert_eq!(pick(ComponentCommand, choice, &[8080], false, "Always"), Ok(Executor::Command));
+        }
+    }
+
+    #[test]
+    fn the_executor_annotation_takes_wagi_or_command() {
+        assert_eq!(ExecutorChoice::parse(None), Ok(ExecutorChoice::Auto));
+        assert_eq!(ExecutorChoice::parse(Some("wagi")), Ok(ExecutorChoice::Wagi));
+        assert_eq!(ExecutorChoice::parse(Some("command")), Ok(ExecutorChoice::Command));
+        let err = ExecutorChoice::parse(Some("WAGI")).unwrap_err();
+        assert!(err.contains("\"WAGI\"") && err.contains(EXECUTOR_ANNOTATION), "{err}");
+        let pod: Pod = serde_json::from_value(serde_json::json!({"metadata": {"annotations": {EXECUTOR_ANNOTATION: "command"}}})).unwrap();
+        assert_eq!(ExecutorChoice::of(&pod), Ok(ExecutorChoice::Command));
+        assert_eq!(ExecutorChoice::of(&Pod::default()), Ok(ExecutorChoice::Auto));
+    }
+
+    #[test]
+    fn a_container_expected_to_serve_that_ends_says_why() {
+        use ArtifactKind::*;
+        let exited = Outcome::Exited(0);
+        // A module annotated `command` with a port, restartPolicy Always, exiting 0.
+        let why = not_serving("web", &Executor::Command, Command, &[80], "Always", &exited).unwrap();
+        assert!(why.starts_with("container web exited with code 0, but it declares containerPort 80 and restartPolicy Always"), "{why}");
+        assert!(why.contains("wasmkube.io/executor: command") && why.contains("served as WAGI"), "{why}");
+        // A wasi:cli/run component cannot listen: build a wasi:http component.
+        let why = not_serving("web", &Executor::Command, ComponentCommand, &[80, 81], "Always", &exited).unwrap();
+        assert!(why.contains("containerPorts 80, 81") && why.contains("wasi:http/incoming-handler"), "{why}");
+        // A server that cannot serve (it only ends when it fails).
+        let why = not_serving("web", &wagi(&[80]), Command, &[80], "Never", &Outcome::Failed("binding 127.1.0.2:80: Address in use".into())).unwrap();
+        assert_eq!(why, "container web is served as WAGI on containerPort 80 but stopped serving: binding 127.1.0.2:80: Address in use");
+        // Ordinary ends: a crash is a crash, and a pod meant to finish has finished.
+        assert_eq!(not_serving("web", &Executor::Command, Command, &[80], "Always", &Outcome::Exited(3)), None);
+        assert_eq!(not_serving("web", &Executor::Command, Command, &[80], "Never", &exited), None);
+        assert_eq!(not_serving("web", &Executor::Command, Command, &[80], "OnFailure", &exited), None);
+        assert_eq!(not_serving("job", &Executor::Command, Command, &[], "Always", &exited), None);
     }
 }

@@ -128,8 +128,9 @@ pub fn tls_config(data_dir: &Path, node_name: &str, host_ip: &str) -> Result<Arc
 type Identity = (Vec<rustls::pki_types::CertificateDer<'static>>, rustls::pki_types::PrivateKeyDer<'static>);
 
 fn parse_identity(cert: &[u8], key: &[u8]) -> Option<Identity> {
-    let certs = rustls_pemfile::certs(&mut &cert[..]).collect::<Result<Vec<_>, _>>().ok().filter(|c| !c.is_empty())?;
-    let key = rustls_pemfile::private_key(&mut &key[..]).ok()??;
+    use rustls::pki_types::pem::PemObject;
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(cert).collect::<Result<Vec<_>, _>>().ok().filter(|c| !c.is_empty())?;
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key).ok()?;
     Some((certs, key))
 }
 

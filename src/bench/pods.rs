@@ -38,23 +38,20 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
     let result = measure(&server, &args).await;
     server.stop().await;
     let (start_rows, http_rows, notes) = result?;
-    #[allow(clippy::print_stdout)]
-    {
-        println!("| pod start (create → Running, seen by watch) | pods | wall s | pods/s | p50 ms | p99 ms |");
-        println!("|---|---:|---:|---:|---:|---:|");
-        for r in &start_rows {
-            println!("| {} | {} | {:.1} | {:.0} | {:.0} | {:.0} |", r.0, r.1, r.2, r.1 as f64 / r.2, r.3, r.4);
-        }
-        println!();
-        println!("| HTTP hello (wrk -t2 -c{} {}s) | requests/s | p50 ms | p99 ms |", args.connections, args.seconds);
-        println!("|---|---:|---:|---:|");
-        for r in &http_rows {
-            println!("| {} | {:.0} | {:.2} | {:.2} |", r.0, r.1, r.2, r.3);
-        }
-        println!();
-        for n in notes {
-            println!("{n}");
-        }
+    outln!("| pod start (create → Running, seen by watch) | pods | wall s | pods/s | p50 ms | p99 ms |")?;
+    outln!("|---|---:|---:|---:|---:|---:|")?;
+    for r in &start_rows {
+        outln!("| {} | {} | {:.1} | {:.0} | {:.0} | {:.0} |", r.0, r.1, r.2, r.1 as f64 / r.2, r.3, r.4)?;
+    }
+    outln!()?;
+    outln!("| HTTP hello (wrk -t2 -c{} {}s) | requests/s | p50 ms | p99 ms |", args.connections, args.seconds)?;
+    outln!("|---|---:|---:|---:|")?;
+    for r in &http_rows {
+        outln!("| {} | {:.0} | {:.2} | {:.2} |", r.0, r.1, r.2, r.3)?;
+    }
+    outln!()?;
+    for n in notes {
+        outln!("{n}")?;
     }
     Ok(())
 }

@@ -229,15 +229,16 @@ pub async fn run(args: RegistryArgs) -> anyhow::Result<()> {
             ratios.push(format!("| {label} | {:.2}x | {:.2}x |", ours.push_mbs / theirs.push_mbs, ours.pull_mbs / theirs.pull_mbs));
         }
     }
-    #[allow(clippy::print_stdout)]
-    {
-        println!("| blob | registry | blobs | push MB/s | push p50 ms | push p99 ms | pull MB/s | pull p50 ms | pull p99 ms |");
-        println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
-        rows.iter().for_each(|r| println!("{r}"));
-        if !ratios.is_empty() {
-            println!("\n| blob | push: wasmkube / distribution | pull: wasmkube / distribution |");
-            println!("|---|---:|---:|");
-            ratios.iter().for_each(|r| println!("{r}"));
+    outln!("| blob | registry | blobs | push MB/s | push p50 ms | push p99 ms | pull MB/s | pull p50 ms | pull p99 ms |")?;
+    outln!("|---|---|---:|---:|---:|---:|---:|---:|---:|")?;
+    for r in &rows {
+        outln!("{r}")?;
+    }
+    if !ratios.is_empty() {
+        outln!("\n| blob | push: wasmkube / distribution | pull: wasmkube / distribution |")?;
+        outln!("|---|---:|---:|")?;
+        for r in &ratios {
+            outln!("{r}")?;
         }
     }
     Ok(())

@@ -48,7 +48,7 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
     let result = measure(&server, &args).await;
     server.stop().await;
     let (rows, notes) = result?;
-    super::print_table(&rows, &notes);
+    super::print_table(&rows, &notes)?;
     Ok(())
 }
 

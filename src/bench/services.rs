@@ -49,13 +49,10 @@ pub async fn dns(args: DnsArgs) -> anyhow::Result<()> {
     let result = measure_dns(&server, &args).await;
     server.stop().await;
     let rows = result?;
-    #[allow(clippy::print_stdout)]
-    {
-        println!("| DNS, {} cluster names (dnsperf -c {} -l {}) | queries/s | avg latency ms | lost |", args.services, args.clients, args.seconds);
-        println!("|---|---:|---:|---:|");
-        for (name, qps, avg, lost) in rows {
-            println!("| {name} | {qps:.0} | {avg:.3} | {lost} |");
-        }
+    outln!("| DNS, {} cluster names (dnsperf -c {} -l {}) | queries/s | avg latency ms | lost |", args.services, args.clients, args.seconds)?;
+    outln!("|---|---:|---:|---:|")?;
+    for (name, qps, avg, lost) in rows {
+        outln!("| {name} | {qps:.0} | {avg:.3} | {lost} |")?;
     }
     Ok(())
 }
@@ -157,13 +154,10 @@ pub async fn http(args: HttpArgs) -> anyhow::Result<()> {
     let result = measure_http(&server, &args).await;
     server.stop().await;
     let rows = result?;
-    #[allow(clippy::print_stdout)]
-    {
-        println!("| HTTP hello (wrk -t2 -c{} {}s) | requests/s | p50 ms | p99 ms |", args.connections, args.seconds);
-        println!("|---|---:|---:|---:|");
-        for (name, rate, p50, p99) in rows {
-            println!("| {name} | {rate:.0} | {p50:.2} | {p99:.2} |");
-        }
+    outln!("| HTTP hello (wrk -t2 -c{} {}s) | requests/s | p50 ms | p99 ms |", args.connections, args.seconds)?;
+    outln!("|---|---:|---:|---:|")?;
+    for (name, rate, p50, p99) in rows {
+        outln!("| {name} | {rate:.0} | {p50:.2} | {p99:.2} |")?;
     }
     Ok(())
 }

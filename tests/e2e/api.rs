@@ -245,3 +245,96 @@ fn restart_keeps_objects_uids_and_versions() {
     assert!(new_rv > rv.parse::<u64>().unwrap() && new_rv > cm_rv.parse::<u64>().unwrap());
     c.stop();
 }
+
+/// Error bodies byte for byte as upstream writes them, and what kubectl and the Python
+/// client make of them.
+#[test]
+fn status_bodies_details_and_what_clients_print() {
+    let (c, _dir) = Cluster::start();
+    c.ok(&["create", "configmap", "one", "--from-literal=a=b"]);
+
+    // Upstream's field order, `details` as upstream fills them, the serializer's newline.
+    let (code, body) = c.curl("GET", "/api/v1/namespaces/default/configmaps/missing", "application/json", None, true);
+    assert_eq!(code, 404);
+    assert_eq!(
+        body,
+        "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"configmaps \\\"missing\\\" not found\",\"reason\":\"NotFound\",\"details\":{\"name\":\"missing\",\"kind\":\"configmaps\"},\"code\":404}\n"
+    );
+    let (code, body) = c.curl("GET", "/apis/apps/v1/namespaces/default/deployments/missing", "application/json", None, true);
+    assert_eq!(code, 404);
+    assert!(body.ends_with("\"details\":{\"name\":\"missing\",\"group\":\"apps\",\"kind\":\"deployments\"},\"code\":404}\n"), "{body}");
+    let (code, body) = c.curl("GET", "/api/v1/namespaces/default/widgets", "application/json", None, true);
+    assert_eq!(code, 404);
+    assert!(body.ends_with("\"message\":\"the server could not find the requested resource\",\"reason\":\"NotFound\",\"details\":{},\"code\":404}\n"), "{body}");
+    let cm = br#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"one"}}"#;
+    let (code, body) = c.curl("POST", "/api/v1/namespaces/default/configmaps", "application/json", Some(cm), true);
+    assert_eq!(code, 409);
+    assert!(body.ends_with("\"reason\":\"AlreadyExists\",\"details\":{\"name\":\"one\",\"kind\":\"configmaps\"},\"code\":409}\n"), "{body}");
+    // Objects too end in the newline; kubectl's --raw shows the body as sent.
+    let raw = c.ok(&["get", "--raw", "/api/v1/namespaces/default/configmaps/one"]);
+    assert!(raw.starts_with('{') && raw.ends_with("}\n") && !raw.ends_with("}\n\n"), "{raw:?}");
+
+    // The Python client reads the same details.
+    let script = "import json, sys\nfrom kubernetes import client, config\nconfig.load_kube_config()\ntry:\n    client.CoreV1Api().read_namespaced_config_map('missing', 'default')\nexcept client.exceptions.ApiException as e:\n    d = json.loads(e.body)\n    print(e.status, d['reason'], d['details']['name'], d['details']['kind'], list(d))\n";
+    let out = std::process::Command::new("python3").args(["-c", script]).env("KUBECONFIG", &c.kubeconfig).output().expect("python3");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{printed}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(printed.trim(), "404 NotFound missing configmaps ['kind', 'apiVersion', 'metadata', 'status', 'message', 'reason', 'details', 'code']");
+    c.stop();
+}
+
+/// A created object carries its kind's empty status (Go never omits a struct), and
+/// keeps it on reads; kinds without a status get none.
+#[test]
+fn created_objects_carry_their_kinds_empty_status() {
+    let (c, _dir) = Cluster::start();
+    // Dry-run: the answer is the object as created, before any controller touches it.
+    let out = c.ok(&["create", "deployment", "web", "--image=example/web:1", "--dry-run=server", "-o", "json"]);
+    let deploy: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(deploy["status"], serde_json::json!({}), "{out}");
+    let out = c.ok(&["create", "service", "clusterip", "web", "--tcp=80", "-o", "json"]);
+    let svc: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(svc["status"], serde_json::json!({"loadBalancer": {}}), "{out}");
+    let raw = c.ok(&["get", "--raw", "/api/v1/namespaces/default/services/web"]);
+    assert!(raw.contains("\"status\":{\"loadBalancer\":{}}"), "{raw}");
+    let out = c.ok(&["create", "configmap", "plain", "--from-literal=a=b", "-o", "json"]);
+    let cm: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert!(cm.get("status").is_none(), "{out}");
+    c.stop();
+}
+
+/// `kubectl patch --type=json` with a `test` that does not hold fails as against
+/// upstream (422 Invalid) and changes nothing.
+#[test]
+fn json_patch_test_failure_is_invalid() {
+    let (c, _dir) = Cluster::start();
+    c.ok(&["create", "configmap", "guarded", "--from-literal=a=b"]);
+    let patch = r#"[{"op":"test","path":"/data/a","value":"other"},{"op":"replace","path":"/data/a","value":"c"}]"#;
+    let err = c.fails(&["patch", "configmap", "guarded", "--type=json", "-p", patch]);
+    assert_eq!(err.trim(), "The request is invalid: the server rejected our request due to an error in our request", "{err}");
+    assert_eq!(c.jsonpath(&["cm", "guarded"], "{.data.a}"), "b");
+    let (code, body) = c.curl("PATCH", "/api/v1/namespaces/default/configmaps/guarded", "application/json-patch+json", Some(patch.as_bytes()), true);
+    assert_eq!(code, 422);
+    assert!(body.ends_with("\"message\":\"the server rejected our request due to an error in our request\",\"reason\":\"Invalid\",\"details\":{},\"code\":422}\n"), "{body}");
+    let holds = patch.replace("\"other\"", "\"b\"");
+    c.ok(&["patch", "configmap", "guarded", "--type=json", "-p", &holds]);
+    assert_eq!(c.jsonpath(&["cm", "guarded"], "{.data.a}"), "c");
+    c.stop();
+}
+
+/// Ephemeral containers are not served: `kubectl debug` says so and fails, as it does
+/// against an upstream server without the subresource (it used to crash on the 404).
+#[test]
+fn kubectl_debug_reports_ephemeral_containers_unavailable() {
+    let (c, _dir) = Cluster::start();
+    c.ok(&["run", "target", "--image=example/target:1"]);
+    let out = c.kubectl_cmd(&["debug", "-it", "pod/target", "--image=busybox"]).stdin(Stdio::null()).output().expect("kubectl debug");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(!err.contains("panic"), "{err}");
+    assert!(
+        err.contains("error: ephemeral containers are disabled for this cluster (error from server: \"the server could not find the requested resource\")"),
+        "{err}"
+    );
+    c.stop();
+}

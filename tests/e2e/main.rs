@@ -7,5 +7,8 @@ mod controllers;
 mod harness;
 mod logs;
 mod node;
+mod python_e2e;
+mod quickstart;
 mod registry;
 mod services;
+mod wire;

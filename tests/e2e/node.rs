@@ -346,3 +346,158 @@ spec:
     assert_eq!(curl(&format!("http://{ip}:8080/")).0, 0, "nothing listens on a deleted pod's address");
     assert_eq!(c.jsonpath(&["nodes"], "{.items[0].status.conditions[?(@.type==\"Ready\")].status}"), "True");
 }
+
+/// The Deployment of the Kubernetes documentation's "Creating a Deployment", word for word
+/// but for the image.
+const NGINX_DEPLOYMENT: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: nginx-deployment
+  labels:
+    app: nginx
+spec:
+  replicas: 3
+  selector:
+    matchLabels:
+      app: nginx
+  template:
+    metadata:
+      labels:
+        app: nginx
+    spec:
+      containers:
+      - name: nginx
+        image: nginx:1.14.2
+        ports:
+        - containerPort: 80
+"#;
+
+/// `name podIP` of every pod the selector matches.
+fn pods_and_ips(c: &Cluster, selector: &str) -> Vec<(String, String)> {
+    let out = c.ok(&["get", "pods", "-l", selector, "-o", "jsonpath={range .items[*]}{.metadata.name} {.status.podIP}{\"\\n\"}{end}"]);
+    out.lines().filter_map(|l| l.split_once(' ')).map(|(n, ip)| (n.to_owned(), ip.to_owned())).collect()
+}
+
+/// Waits until `url` answers (the pod's server may still be binding when it turns Ready).
+#[track_caller]
+fn curl_until_answered(url: &str) -> (u16, String) {
+    wait_for(30, &format!("an answer from {url}"), || {
+        let r = curl(url);
+        (r.0 != 0).then_some(r)
+    })
+}
+
+#[test]
+fn deployments_written_for_kubernetes_serve_a_wagi_module_without_an_annotation() {
+    let (c, _dir) = Cluster::start();
+    let image = c.push_example("hello-wagi");
+
+    // The documentation's manifest: three replicas, each answering on port 80 of its pod IP.
+    c.apply(&NGINX_DEPLOYMENT.replace("nginx:1.14.2", &image));
+    c.ok(&["rollout", "status", "deployment/nginx-deployment", "--timeout=120s"]);
+    let pods = pods_and_ips(&c, "app=nginx");
+    assert_eq!(pods.len(), 3, "{pods:?}");
+    for (name, ip) in &pods {
+        let (status, body) = curl_until_answered(&format!("http://{ip}:80/"));
+        assert_eq!((status, body.as_str()), (200, format!("hello from {name}\n").as_str()));
+    }
+    let pod = &pods[0].0;
+    assert_eq!(c.jsonpath(&["pod", pod], "{.metadata.annotations}"), "");
+    assert_eq!(c.jsonpath(&["pod", pod], "{.status.containerStatuses[0].restartCount}"), "0");
+
+    // `kubectl create deployment` with a port.
+    c.ok(&["create", "deployment", "web", &format!("--image={image}"), "--port=8080"]);
+    c.ok(&["rollout", "status", "deployment/web", "--timeout=120s"]);
+    let pods = pods_and_ips(&c, "app=web");
+    assert_eq!(pods.len(), 1, "{pods:?}");
+    let (name, ip) = &pods[0];
+    let (status, body) = curl_until_answered(&format!("http://{ip}:8080/"));
+    assert_eq!((status, body.as_str()), (200, format!("hello from {name}\n").as_str()));
+    let log = wait_for(30, "the request in the log", || {
+        let l = logs(&c, name, &[]);
+        l.contains("hello-wagi: GET /").then_some(l)
+    });
+    assert!(!log.contains("Content-Type"), "served per request, not run as a command: {log}");
+}
+
+/// The messages of the `ServerExited` Events about `pod`, and their counts.
+fn server_exited(c: &Cluster, pod: &str) -> (String, String) {
+    let selector = format!("--field-selector=reason=ServerExited,involvedObject.name={pod}");
+    let out = c.ok(&["get", "events", &selector, "-o", "jsonpath={range .items[*]}{.type} {.source.component} {.involvedObject.fieldPath}: {.message}{\"\\n\"}{end}"]);
+    let counts = c.ok(&["get", "events", &selector, "-o", "jsonpath={.items[*].count}"]);
+    (out, counts)
+}
+
+#[test]
+fn a_container_expected_to_serve_that_ends_gets_a_warning_event_and_says_why() {
+    let (c, _dir) = Cluster::start();
+    let wagi = c.push_example("hello-wagi");
+    let component = c.push_example("job-component");
+    let server = |name: &str, annotations: &str, image: &str, policy: &str| {
+        format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, annotations: {{{annotations}}}}}\nspec:\n  restartPolicy: {policy}\n  containers:\n  - name: web\n    image: \"{image}\"\n    ports: [{{containerPort: 8080}}]\n---\n")
+    };
+    let mut manifest = server("idle", "wasmkube.io/executor: command", &wagi, "Always");
+    manifest += &server("cli", "", &component, "Always");
+    manifest += &server("once", "", &wagi, "Never");
+    manifest += &server("typo", "wasmkube.io/executor: wagl", &wagi, "Always");
+    // Two servers on one port of one pod: the second cannot bind.
+    manifest += &format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: clash}}\nspec:\n  containers:\n  - name: first\n    image: \"{wagi}\"\n    ports: [{{containerPort: 8080}}]\n  - name: second\n    image: \"{wagi}\"\n    ports: [{{containerPort: 8080}}]\n"
+    );
+    c.apply(&manifest);
+
+    // Annotated `command`, the module runs to its end and exits 0: Completed, then
+    // CrashLoopBackOff as in Kubernetes, a message in its state and a Warning Event.
+    let mut saw_backoff = false;
+    let last = wait_for(60, "idle restarted in a crash loop", || {
+        let s = c.jsonpath(&["pod", "idle"], "{.status.containerStatuses[0].restartCount}|{.status.containerStatuses[0].state.waiting.reason}|{.status.containerStatuses[0].lastState.terminated.reason}|{.status.containerStatuses[0].lastState.terminated.message}");
+        saw_backoff |= s.contains("|CrashLoopBackOff|");
+        let restarts: u32 = s.split('|').next().unwrap_or("0").parse().unwrap_or(0);
+        (restarts >= 3 && saw_backoff).then_some(s)
+    });
+    let why = "container web exited with code 0, but it declares containerPort 8080 and restartPolicy Always, so it was expected to keep serving";
+    let (_, reason_and_message) = last.split_once('|').unwrap();
+    let (_, reason_and_message) = reason_and_message.split_once('|').unwrap();
+    assert!(reason_and_message.starts_with(&format!("Completed|{why}")), "{last}");
+    assert!(reason_and_message.contains("wasmkube.io/executor: command") && reason_and_message.contains("served as WAGI"), "{last}");
+    let (events, counts) = wait_for(30, "repeats counted on idle's event", || {
+        let (events, counts) = server_exited(&c, "idle");
+        counts.split_whitespace().any(|n| n.parse::<u32>().unwrap_or(0) >= 2).then_some((events, counts))
+    });
+    assert_eq!(events.lines().count(), 1, "one Event, its repeats counted: {events} {counts}");
+    assert!(events.starts_with(&format!("Warning kubelet spec.containers{{web}}: {why}")), "{events}");
+    let described = c.ok(&["describe", "pod", "idle"]);
+    for want in ["ServerExited", why, "Completed"] {
+        assert!(described.contains(want), "describe lacks {want:?}:\n{described}");
+    }
+    assert!(logs(&c, "idle", &["--previous"]).contains(why), "the container log says why too");
+
+    // A wasi:cli/run component cannot serve a port: build it for wasi:http.
+    let (events, _) = wait_for(60, "cli's event", || {
+        let e = server_exited(&c, "cli");
+        (!e.0.is_empty()).then_some(e)
+    });
+    assert!(events.contains("container web exited with code 0") && events.contains("wasi:http/incoming-handler"), "{events}");
+
+    // A server that cannot bind says so, in its state and an Event.
+    let (events, _) = wait_for(60, "clash's event", || {
+        let e = server_exited(&c, "clash");
+        (!e.0.is_empty()).then_some(e)
+    });
+    assert!(events.contains("is served as WAGI on containerPort 8080 but stopped serving: binding "), "{events}");
+    wait_for(30, "clash's state to say why", || {
+        let states = c.jsonpath(&["pod", "clash"], "{.status.containerStatuses[*].lastState.terminated.reason} {.status.containerStatuses[*].lastState.terminated.message}");
+        (states.contains("StartError") && states.contains("stopped serving: binding ")).then_some(())
+    });
+
+    // A pod meant to finish runs the module as a command: Succeeded, and no Event.
+    c.wait_jsonpath(&["pod", "once"], "{.status.phase}", "Succeeded", 60);
+    assert_eq!(c.jsonpath(&["pod", "once"], "{.status.containerStatuses[0].state.terminated.reason}|{.status.containerStatuses[0].state.terminated.message}"), "Completed|");
+    assert!(logs(&c, "once", &[]).contains("Content-Type: text/plain"), "run once as a command");
+    assert_eq!(server_exited(&c, "once").0, "");
+
+    // An annotation value the node does not know holds the pod with a clear message.
+    c.wait_jsonpath(&["pod", "typo"], "{.status.containerStatuses[0].state.waiting.reason}", "CreateContainerConfigError", 60);
+    let message = c.jsonpath(&["pod", "typo"], "{.status.containerStatuses[0].state.waiting.message}");
+    assert_eq!(message, "unknown value \"wagl\" of the annotation wasmkube.io/executor: use \"wagi\" or \"command\"");
+}

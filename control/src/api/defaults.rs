@@ -38,6 +38,7 @@ pub fn apply_defaults(kind: &str, obj: &mut Value) {
             set(spec, "replicas", json!(1));
             template(spec);
         }
+        "ReplicationController" => replication_controller(obj),
         "StatefulSet" => {
             let spec = ensure(obj, "spec");
             set(spec, "replicas", json!(1));
@@ -88,6 +89,49 @@ pub fn apply_defaults(kind: &str, obj: &mut Value) {
         }
         _ => {}
     }
+    status_zero_values(kind, obj);
+}
+
+/// The status every object of `kind` carries from its creation on, as upstream
+/// serializes its Go struct: `omitempty` never drops a struct value (so an empty
+/// status is `{}`, a Service's `{"loadBalancer": {}}`), and counters without
+/// `omitempty` appear as 0. Kinds without a status field get none; Nodes and Pods
+/// report their own.
+fn status_zero_values(kind: &str, obj: &mut Value) {
+    let zeros: &[&str] = match kind {
+        "Deployment" | "Job" | "CronJob" => &[],
+        "ReplicaSet" | "ReplicationController" => &["replicas"],
+        "StatefulSet" => &["replicas", "availableReplicas"],
+        "DaemonSet" => &["currentNumberScheduled", "numberMisscheduled", "desiredNumberScheduled", "numberReady"],
+        "PodDisruptionBudget" => &["disruptionsAllowed", "currentHealthy", "desiredHealthy", "expectedPods"],
+        "Service" => {
+            ensure(ensure(obj, "status"), "loadBalancer");
+            return;
+        }
+        _ => return,
+    };
+    let status = ensure(obj, "status");
+    for field in zeros {
+        set(status, field, json!(0));
+    }
+}
+
+/// Upstream's ReplicationController defaults: with template labels, an empty selector
+/// and empty object labels become those labels; one replica.
+fn replication_controller(obj: &mut Value) {
+    let labels = obj.pointer("/spec/template/metadata/labels").filter(|l| l.is_object()).cloned();
+    let empty = |v: Option<&Value>| v.is_none_or(|v| v.as_object().is_none_or(Map::is_empty));
+    if let Some(labels) = labels {
+        if empty(obj.pointer("/spec/selector")) {
+            ensure(obj, "spec")["selector"] = labels.clone();
+        }
+        if empty(obj.pointer("/metadata/labels")) {
+            ensure(obj, "metadata")["labels"] = labels;
+        }
+    }
+    let spec = ensure(obj, "spec");
+    set(spec, "replicas", json!(1));
+    template(spec);
 }
 
 /// The object at `key` in `v`, created empty if missing or not an object.
@@ -343,6 +387,23 @@ mod tests {
     }
 
     #[test]
+    fn replication_controllers_take_selector_and_labels_from_the_template() {
+        let mut rc = json!({"metadata": {"name": "r"}, "spec": {"template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "c", "image": "i:1"}]}}}});
+        apply_defaults("ReplicationController", &mut rc);
+        assert_eq!(rc["spec"]["selector"], json!({"app": "web"}));
+        assert_eq!(rc["metadata"]["labels"], json!({"app": "web"}));
+        assert_eq!(rc["spec"]["replicas"], 1);
+        assert_eq!(rc["spec"]["template"]["spec"]["restartPolicy"], "Always");
+        let mut again = rc.clone();
+        apply_defaults("ReplicationController", &mut again);
+        assert_eq!(again, rc, "idempotent");
+        // A selector or labels of its own are kept.
+        let mut own = json!({"metadata": {"labels": {"mine": "x"}}, "spec": {"replicas": 0, "selector": {"app": "web"}, "template": {"metadata": {"labels": {"app": "web", "v": "2"}}}}});
+        apply_defaults("ReplicationController", &mut own);
+        assert_eq!((&own["spec"]["selector"], &own["metadata"]["labels"], &own["spec"]["replicas"]), (&json!({"app": "web"}), &json!({"mine": "x"}), &json!(0)));
+    }
+
+    #[test]
     fn recreate_strategy_gets_no_rolling_update() {
         let mut d = json!({"spec": {"strategy": {"type": "Recreate"}}});
         apply_defaults("Deployment", &mut d);
@@ -360,6 +421,34 @@ mod tests {
         let mut again = p.clone();
         apply_defaults("Pod", &mut again);
         assert_eq!(again, p);
+    }
+
+    #[test]
+    fn kinds_with_a_status_get_its_empty_form() {
+        let empty = |kind: &str| {
+            let mut o = json!({"metadata": {"name": "x"}, "spec": {}});
+            apply_defaults(kind, &mut o);
+            o.get("status").cloned()
+        };
+        for kind in ["Deployment", "Job", "CronJob"] {
+            assert_eq!(empty(kind), Some(json!({})), "{kind}");
+        }
+        assert_eq!(empty("Service"), Some(json!({"loadBalancer": {}})));
+        assert_eq!(empty("ReplicaSet"), Some(json!({"replicas": 0})));
+        assert_eq!(empty("ReplicationController"), Some(json!({"replicas": 0})));
+        assert_eq!(empty("StatefulSet"), Some(json!({"replicas": 0, "availableReplicas": 0})));
+        assert_eq!(empty("DaemonSet"), Some(json!({"currentNumberScheduled": 0, "numberMisscheduled": 0, "desiredNumberScheduled": 0, "numberReady": 0})));
+        assert_eq!(empty("PodDisruptionBudget"), Some(json!({"disruptionsAllowed": 0, "currentHealthy": 0, "desiredHealthy": 0, "expectedPods": 0})));
+        for kind in ["ConfigMap", "Secret", "ServiceAccount", "Endpoints", "EndpointSlice", "Event", "Lease", "ControllerRevision", "RuntimeClass", "Node"] {
+            assert_eq!(empty(kind), None, "{kind} has no status");
+        }
+        // What a status writer sent is kept; only the missing zero values are added.
+        let mut rs = json!({"spec": {}, "status": {"readyReplicas": 2, "replicas": 3}});
+        apply_defaults("ReplicaSet", &mut rs);
+        assert_eq!(rs["status"], json!({"readyReplicas": 2, "replicas": 3}));
+        let mut svc = json!({"spec": {}, "status": {"loadBalancer": {"ingress": [{"ip": "127.0.0.9"}]}}});
+        apply_defaults("Service", &mut svc);
+        assert_eq!(svc["status"]["loadBalancer"]["ingress"][0]["ip"], "127.0.0.9");
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Discovery (`/api`, `/apis`, group-version resource lists), `/version`, and the
-//! OpenAPI v3 documents kubectl reads before `apply`/`create`.
+//! Discovery (`/api`, `/apis`, group-version resource lists) and `/version`; the
+//! OpenAPI documents are in [`super::openapi`].
 
 use super::resources::{self, Resource, Subresource, RESOURCES};
 use serde_json::{json, Value};
@@ -95,66 +95,6 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list}))
 }
 
-fn gv_path(group: &str, version: &str) -> String {
-    if group.is_empty() { format!("api/{version}") } else { format!("apis/{group}/{version}") }
-}
-
-/// `/openapi/v3`: where each group-version's document lives.
-pub fn openapi_root() -> Value {
-    let mut paths = serde_json::Map::new();
-    for (g, v) in resources::group_versions() {
-        let p = gv_path(g, v);
-        // The hash changes with our version so clients refetch after an upgrade.
-        paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={}", env!("CARGO_PKG_VERSION").replace('.', ""))}));
-    }
-    json!({"paths": paths})
-}
-
-/// `/openapi/v3/<gv path>`: per kind, the object path with a PATCH operation that
-/// names its group-version-kind and accepts `fieldValidation`, which is what kubectl
-/// checks before it hands validation to the server (`--validate=strict`). Request
-/// bodies deliberately list no strategic-merge content type, so kubectl computes
-/// strategic merge patches from the schema compiled into it, which carries the
-/// upstream merge keys.
-pub fn openapi_group_version(path: &str) -> Option<Value> {
-    let (g, v) = resources::group_versions().into_iter().find(|(g, v)| gv_path(g, v) == path)?;
-    let mut paths = serde_json::Map::new();
-    for r in RESOURCES.iter().filter(|r| r.group == g && r.version == v) {
-        let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
-        let params = json!([
-            {"name": "dryRun", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
-            {"name": "fieldManager", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
-            {"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
-        ]);
-        let body = json!({"content": {
-            "application/json-patch+json": {"schema": {"type": "object"}},
-            "application/merge-patch+json": {"schema": {"type": "object"}},
-            "application/apply-patch+yaml": {"schema": {"type": "object"}},
-        }});
-        let object_path = if r.namespaced {
-            format!("{}/namespaces/{{namespace}}/{}/{{name}}", r.group_version_path(), r.plural)
-        } else {
-            format!("{}/{}/{{name}}", r.group_version_path(), r.plural)
-        };
-        paths.insert(object_path, json!({
-            "patch": {
-                "operationId": format!("patch{}", r.kind),
-                "x-kubernetes-action": "patch",
-                "x-kubernetes-group-version-kind": gvk,
-                "parameters": params,
-                "requestBody": body,
-                "responses": {"200": {"description": "OK"}},
-            },
-        }));
-    }
-    Some(json!({
-        "openapi": "3.0.0",
-        "info": {"title": "wasmkube", "version": format!("v1.{KUBE_MINOR}.0")},
-        "paths": paths,
-        "components": {"schemas": {}},
-    }))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,19 +105,5 @@ mod tests {
         let scale = apps["resources"].as_array().unwrap().iter().find(|r| r["name"] == "deployments/scale").unwrap();
         assert_eq!((scale["group"].as_str(), scale["kind"].as_str()), (Some("autoscaling"), Some("Scale")));
         assert!(resource_list("apps", "v2").is_none());
-    }
-
-    #[test]
-    fn every_kind_has_a_patch_path_with_field_validation() {
-        for (g, v) in resources::group_versions() {
-            let doc = openapi_group_version(&gv_path(g, v)).unwrap();
-            for r in RESOURCES.iter().filter(|r| r.group == g && r.version == v) {
-                let found = doc["paths"].as_object().unwrap().values().any(|p| {
-                    p["patch"]["x-kubernetes-group-version-kind"]["kind"] == r.kind
-                        && p["patch"]["parameters"].as_array().unwrap().iter().any(|x| x["name"] == "fieldValidation")
-                });
-                assert!(found, "{} lacks a patch path", r.kind);
-            }
-        }
     }
 }

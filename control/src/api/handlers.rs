@@ -4,12 +4,12 @@
 use super::request::{decode_body, decode_patch, Address, Query, Wanted};
 use super::resources::{self, Resource, Subresource};
 use super::selectors::{FieldSelector, LabelSelector};
-use super::status::{ApiError, ApiResult, FieldError, Target};
+use super::status::{ApiError, ApiResult, FieldError, Status, Target};
 use super::{defaults, patch, tables, validation, ApiState};
 use crate::store::{object_revision, StoreError};
 use crate::controllers::garbage;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use base64::Engine;
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
@@ -43,11 +43,8 @@ fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
     obj.get("metadata")?.get(field)?.as_str()
 }
 
-/// A JSON response with the given status code.
-pub fn json_response(code: StatusCode, body: &Value) -> Response {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
-    (code, [(axum::http::header::CONTENT_TYPE, "application/json")], bytes).into_response()
-}
+/// A JSON response (compact, newline-terminated, as upstream's serializer writes it).
+pub use super::status::json_response;
 
 fn partial_metadata(obj: &Value) -> Value {
     json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj.get("metadata").cloned().unwrap_or(json!({}))})
@@ -478,10 +475,18 @@ fn apply_patch(kind: &str, content_type: &str, target: &Value, patch: &Value) ->
     match content_type {
         "application/merge-patch+json" => {
             let mut t = target.clone();
-            patch::merge_patch(&mut t, patch);
+            json_patch::merge(&mut t, patch);
             Ok(t)
         }
-        "application/json-patch+json" => patch::json_patch(target, patch).map_err(bad),
+        // A well-formed JSON patch that does not apply is 422, as upstream (400 is for
+        // one that cannot be decoded).
+        "application/json-patch+json" => patch::json_patch(target, patch).map_err(|e| match e {
+            patch::PatchError::JsonPatchOp { .. } => {
+                tracing::debug!(error = %e, "JSON patch does not apply");
+                ApiError::JsonPatchFailed(e.to_string())
+            }
+            e => bad(e),
+        }),
         "application/strategic-merge-patch+json" | "application/apply-patch+yaml" => {
             patch::strategic_merge_patch(target, patch, kind).map_err(bad)
         }
@@ -581,8 +586,8 @@ fn write_scale(state: &ApiState, addr: &Address, current: &Value, scale: &Value,
 
 // ---------------------------------------------------------------- pods/binding, pods/eviction
 
-fn success_status(code: u16) -> Value {
-    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": code})
+fn success_status(code: u16) -> Status {
+    Status::success(code)
 }
 
 pub fn bind(state: &ApiState, addr: &Address, headers: &HeaderMap, body: &[u8]) -> ApiResult<Response> {
@@ -827,7 +832,7 @@ pub fn delete(state: &ApiState, addr: &Address, headers: &HeaderMap, body: &[u8]
     let opts_body = if body.is_empty() { Value::Null } else { decode_body(headers, body)? };
     let opts = DeleteOptions::from(&opts_body, query)?;
     let obj = delete_one(state, addr, &opts)?;
-    Ok(json_response(StatusCode::OK, &obj))
+    Ok(json_response(StatusCode::OK, &*obj))
 }
 
 pub fn delete_collection(state: &ApiState, addr: &Address, headers: &HeaderMap, body: &[u8], query: &Query) -> ApiResult<Response> {

@@ -7,10 +7,12 @@ pub mod defaults;
 pub mod discovery;
 pub mod handlers;
 pub mod logs;
+pub mod openapi;
 pub mod patch;
 pub mod protobuf;
 pub mod request;
 pub mod resources;
+pub mod schema;
 pub mod selectors;
 pub mod services;
 pub mod status;
@@ -144,12 +146,24 @@ async fn drain(body: Body) {
 fn route(state: &ApiState, method: &Method, path: &str, headers: &axum::http::HeaderMap, body: &[u8], query: Query) -> ApiResult<Response> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
     let ok = |v: serde_json::Value| Ok(json_response(StatusCode::OK, &v));
+    // Not every JSON body is an API object: upstream writes `/version` indented and
+    // the OpenAPI documents as marshalled, neither with the serializer's newline.
+    let raw = |bytes: Vec<u8>| Ok((StatusCode::OK, [(axum::http::header::CONTENT_TYPE, "application/json")], bytes).into_response());
     let (group, version, rest) = match segs.as_slice() {
-        ["version"] => return ok(discovery::version()),
+        ["version"] => return raw(serde_json::to_vec_pretty(&discovery::version()).unwrap_or_default()),
         ["api"] => return ok(discovery::api_versions()),
         ["apis"] => return ok(discovery::api_groups()),
-        ["openapi", "v3"] => return ok(discovery::openapi_root()),
-        ["openapi", "v3", gv @ ..] => return discovery::openapi_group_version(&gv.join("/")).map(|d| json_response(StatusCode::OK, &d)).ok_or(ApiError::UnknownPath),
+        ["openapi", "v3"] => return raw(serde_json::to_vec(&openapi::root()).unwrap_or_default()),
+        ["openapi", "v3", gv @ ..] => {
+            return openapi::group_version_bytes(&gv.join("/")).ok_or(ApiError::UnknownPath).and_then(|d| raw(d.to_vec()))
+        }
+        ["openapi", "v2"] => {
+            let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+            if accept.contains("protobuf") {
+                return Ok((StatusCode::OK, [(axum::http::header::CONTENT_TYPE, openapi::V2_PROTOBUF)], openapi::v2_protobuf()).into_response());
+            }
+            return raw(serde_json::to_vec(&openapi::v2_json()).unwrap_or_default());
+        }
         ["apis", g] => return discovery::api_group(g).ok_or(ApiError::UnknownPath).and_then(ok),
         ["api", v] => return discovery::resource_list("", v).ok_or(ApiError::UnknownPath).and_then(ok),
         ["apis", g, v] => return discovery::resource_list(g, v).ok_or(ApiError::UnknownPath).and_then(ok),
@@ -221,4 +235,180 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, app: R
     // Watches stay open for minutes; do not let them hold shutdown up.
     let _ = tokio::time::timeout(Duration::from_secs(2), graceful.shutdown()).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::LocalStore;
+    use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+
+    const TOKEN: &str = "test-token";
+
+    fn state() -> SharedState {
+        let state: SharedState = Arc::new(ApiState {
+            store: Arc::new(LocalStore::in_memory()),
+            admin_token: TOKEN.into(),
+            namespace_deleted: Default::default(),
+            evictions: Default::default(),
+            services: services::ServiceAllocator::new("10.96.0.0/16".parse().expect("cidr")),
+        });
+        crate::bootstrap(&state).expect("initial namespaces");
+        state
+    }
+
+    /// One request through the whole dispatcher; returns the status code and the exact body.
+    async fn call(state: &SharedState, method: &str, path: &str, content_type: &str, body: &str) -> (u16, String) {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .header(CONTENT_TYPE, content_type)
+            .body(Body::from(body.to_owned()))
+            .expect("request");
+        let resp = dispatch(State(state.clone()), req).await;
+        let code = resp.status().as_u16();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.expect("body");
+        (code, String::from_utf8(bytes.to_vec()).expect("utf-8"))
+    }
+
+    const CM: &str = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"one"},"data":{"a":"b"}}"#;
+    const CMS: &str = "/api/v1/namespaces/default/configmaps";
+
+    #[tokio::test]
+    async fn status_bodies_are_byte_for_byte_upstream() {
+        let s = state();
+        let (code, body) = call(&s, "GET", &format!("{CMS}/missing"), "application/json", "").await;
+        assert_eq!(code, 404);
+        assert_eq!(
+            body,
+            "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"configmaps \\\"missing\\\" not found\",\"reason\":\"NotFound\",\"details\":{\"name\":\"missing\",\"kind\":\"configmaps\"},\"code\":404}\n"
+        );
+        let (code, body) = call(&s, "GET", "/apis/apps/v1/namespaces/default/deployments/gone", "application/json", "").await;
+        assert_eq!(code, 404);
+        assert!(body.contains(r#""details":{"name":"gone","group":"apps","kind":"deployments"},"code":404}"#), "{body}");
+
+        assert_eq!(call(&s, "POST", CMS, "application/json", CM).await.0, 201);
+        let (code, body) = call(&s, "POST", CMS, "application/json", CM).await;
+        assert_eq!(code, 409);
+        assert_eq!(
+            body,
+            "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"configmaps \\\"one\\\" already exists\",\"reason\":\"AlreadyExists\",\"details\":{\"name\":\"one\",\"kind\":\"configmaps\"},\"code\":409}\n"
+        );
+        let stale = r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"one","resourceVersion":"1"},"data":{"a":"c"}}"#;
+        let (code, body) = call(&s, "PUT", &format!("{CMS}/one"), "application/json", stale).await;
+        assert_eq!(code, 409);
+        assert!(body.ends_with("\"reason\":\"Conflict\",\"details\":{\"name\":\"one\",\"kind\":\"configmaps\"},\"code\":409}\n"), "{body}");
+
+        let bad = r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"bad"},"spec":{"replicas":-1,"selector":{"matchLabels":{"a":"b"}},"template":{"metadata":{"labels":{"a":"b"}},"spec":{"containers":[{"name":"c","image":"i"}]}}}}"#;
+        let (code, body) = call(&s, "POST", "/apis/apps/v1/namespaces/default/deployments", "application/json", bad).await;
+        assert_eq!(code, 422);
+        assert!(body.starts_with(r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Deployment.apps \"bad\" is invalid: "#), "{body}");
+        assert!(
+            body.contains(r#","reason":"Invalid","details":{"name":"bad","group":"apps","kind":"Deployment","causes":[{"reason":"FieldValueInvalid","message":"Invalid value: -1: must be greater than or equal to 0","field":"spec.replicas"}"#),
+            "{body}"
+        );
+        assert!(body.ends_with("]},\"code\":422}\n"), "{body}");
+
+        // What no route serves: upstream's generic 404 with empty details.
+        let (code, body) = call(&s, "GET", "/api/v1/namespaces/default/widgets", "application/json", "").await;
+        assert_eq!(code, 404);
+        assert_eq!(
+            body,
+            "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"the server could not find the requested resource\",\"reason\":\"NotFound\",\"details\":{},\"code\":404}\n"
+        );
+        let (code, body) = call(&s, "POST", &format!("{CMS}/one"), "application/json", CM).await;
+        assert_eq!(code, 405);
+        assert!(body.ends_with("\"reason\":\"MethodNotAllowed\",\"details\":{},\"code\":405}\n"), "{body}");
+        // A bad request names no object: no details at all.
+        let (code, body) = call(&s, "POST", CMS, "application/json", "{").await;
+        assert_eq!(code, 400);
+        assert!(!body.contains("details") && body.ends_with("\"reason\":\"BadRequest\",\"code\":400}\n"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn every_api_object_body_ends_in_a_newline() {
+        let s = state();
+        let (code, created) = call(&s, "POST", CMS, "application/json", CM).await;
+        assert_eq!(code, 201);
+        assert!(created.ends_with("}\n") && !created.ends_with("\n\n"), "{created:?}");
+        for path in [format!("{CMS}/one"), CMS.to_owned(), "/api".into(), "/apis".into(), "/api/v1".into()] {
+            let (code, body) = call(&s, "GET", &path, "application/json", "").await;
+            assert_eq!(code, 200, "{path}");
+            assert!(body.ends_with("}\n"), "{path}: {body:?}");
+        }
+        // Upstream writes these two as they are, without the serializer's newline.
+        let (_, version) = call(&s, "GET", "/version", "application/json", "").await;
+        assert!(version.starts_with("{\n  \"") && version.ends_with('}'), "{version:?}");
+        let (_, openapi) = call(&s, "GET", "/openapi/v3", "application/json", "").await;
+        assert!(openapi.ends_with('}'), "{openapi:?}");
+    }
+
+    #[tokio::test]
+    async fn created_objects_carry_their_empty_status() {
+        let s = state();
+        let deploy = r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"d"},"spec":{"selector":{"matchLabels":{"a":"b"}},"template":{"metadata":{"labels":{"a":"b"}},"spec":{"containers":[{"name":"c","image":"i:1"}]}}}}"#;
+        let (code, body) = call(&s, "POST", "/apis/apps/v1/namespaces/default/deployments", "application/json", deploy).await;
+        assert_eq!(code, 201, "{body}");
+        assert!(body.contains(r#""status":{}"#), "{body}");
+        let (_, body) = call(&s, "GET", "/apis/apps/v1/namespaces/default/deployments/d", "application/json", "").await;
+        assert!(body.contains(r#""status":{}"#), "a read keeps it: {body}");
+        let svc = r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"s"},"spec":{"ports":[{"port":80}]}}"#;
+        let (code, body) = call(&s, "POST", "/api/v1/namespaces/default/services", "application/json", svc).await;
+        assert_eq!(code, 201, "{body}");
+        assert!(body.contains(r#""status":{"loadBalancer":{}}"#), "{body}");
+        let (_, body) = call(&s, "POST", CMS, "application/json", CM).await;
+        let cm: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert!(cm.get("status").is_none(), "a ConfigMap has no status: {body}");
+    }
+
+    #[tokio::test]
+    async fn a_json_patch_test_that_fails_is_422_as_upstream() {
+        let s = state();
+        call(&s, "POST", CMS, "application/json", CM).await;
+        let patch = r#"[{"op":"test","path":"/data/a","value":"nope"},{"op":"replace","path":"/data/a","value":"x"}]"#;
+        let (code, body) = call(&s, "PATCH", &format!("{CMS}/one"), "application/json-patch+json", patch).await;
+        assert_eq!(code, 422);
+        assert_eq!(
+            body,
+            "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"the server rejected our request due to an error in our request\",\"reason\":\"Invalid\",\"details\":{},\"code\":422}\n"
+        );
+        let (_, cm) = call(&s, "GET", &format!("{CMS}/one"), "application/json", "").await;
+        assert!(cm.contains(r#""data":{"a":"b"}"#), "nothing was written: {cm}");
+        // A path that is not there does not apply either; a body that is no patch is 400.
+        let (code, _) = call(&s, "PATCH", &format!("{CMS}/one"), "application/json-patch+json", r#"[{"op":"remove","path":"/data/zz"}]"#).await;
+        assert_eq!(code, 422);
+        let (code, _) = call(&s, "PATCH", &format!("{CMS}/one"), "application/json-patch+json", r#"{"op":"remove"}"#).await;
+        assert_eq!(code, 400);
+        let ok = r#"[{"op":"test","path":"/data/a","value":"b"},{"op":"replace","path":"/data/a","value":"x"}]"#;
+        let (code, body) = call(&s, "PATCH", &format!("{CMS}/one"), "application/json-patch+json", ok).await;
+        assert_eq!(code, 200, "{body}");
+        assert!(body.contains(r#""data":{"a":"x"}"#), "{body}");
+    }
+
+    #[tokio::test]
+    async fn an_unserved_subresource_is_a_404_with_empty_details() {
+        let s = state();
+        let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[{"name":"c","image":"i:1"}]}}"#;
+        assert_eq!(call(&s, "POST", "/api/v1/namespaces/default/pods", "application/json", pod).await.0, 201);
+        // What `kubectl debug` sends; kubectl reads `details.name` of the 404.
+        let patch = r#"{"spec":{"ephemeralContainers":[{"name":"debugger","image":"busybox"}]}}"#;
+        let (code, body) = call(&s, "PATCH", "/api/v1/namespaces/default/pods/p/ephemeralcontainers", "application/strategic-merge-patch+json", patch).await;
+        assert_eq!(code, 404);
+        assert!(body.ends_with("\"reason\":\"NotFound\",\"details\":{},\"code\":404}\n"), "{body}");
+        let (code, body) = call(&s, "GET", "/api/v1/namespaces/default/pods/p/exec", "application/json", "").await;
+        assert_eq!(code, 404);
+        assert!(body.contains(r#""message":"the server could not find the requested resource","reason":"NotFound","details":{}"#), "{body}");
+    }
+
+    #[tokio::test]
+    async fn binding_answers_a_success_status_in_upstream_order() {
+        let s = state();
+        let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[{"name":"c","image":"i:1"}]}}"#;
+        call(&s, "POST", "/api/v1/namespaces/default/pods", "application/json", pod).await;
+        let binding = r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"p"},"target":{"kind":"Node","name":"n1"}}"#;
+        let (code, body) = call(&s, "POST", "/api/v1/namespaces/default/pods/p/binding", "application/json", binding).await;
+        assert_eq!(code, 201);
+        assert_eq!(body, "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Success\",\"code\":201}\n");
+    }
 }

@@ -1,13 +1,14 @@
-//! The three PATCH flavours: JSON merge patch (RFC 7386), JSON patch (RFC 6902)
-//! and Kubernetes strategic merge patch.
+//! The three PATCH flavours: JSON merge patch (RFC 7386, `json_patch::merge`), JSON
+//! patch (RFC 6902) and Kubernetes strategic merge patch.
 //!
 //! Strategic merge follows apimachinery's `strategicpatch` as the API server
 //! applies it (parallel deletion lists merged, unmatched nulls ignored). Upstream
 //! reads each list's `patchStrategy`/`patchMergeKey` from Go struct tags; here
-//! `list_strategy` walks a small table of the built-in types instead. Merging
-//! every list by `name` would be wrong: container ports merge by
-//! `containerPort`, mounts by `mountPath`, Service ports by `port`.
+//! `list_strategy` reads the same tags from the upstream type table
+//! ([`super::schema`]). Merging every list by `name` would be wrong: container ports
+//! merge by `containerPort`, mounts by `mountPath`, Service ports by `port`.
 
+use super::schema;
 use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
 
@@ -29,36 +30,29 @@ pub enum PatchError {
     InvalidList { path: String, reason: String },
 }
 
-/// RFC 7386 JSON merge patch (`application/merge-patch+json`), in place.
-pub fn merge_patch(target: &mut Value, patch: &Value) {
-    let Value::Object(p) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = Value::Object(Map::new());
-    }
-    if let Value::Object(t) = target {
-        for (k, v) in p {
-            if v.is_null() {
-                t.remove(k);
-            } else {
-                merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
-            }
-        }
-    }
-}
-
 /// RFC 6902 JSON patch (`application/json-patch+json`).
+///
+/// As upstream, only a patch that is not an array of objects fails to decode
+/// (`InvalidJsonPatch`); an operation that is unknown, incomplete or does not apply
+/// (a failed `test`, a missing path) is a `JsonPatchOp` failure.
 pub fn json_patch(target: &Value, patch: &Value) -> Result<Value, PatchError> {
-    if !patch.is_array() {
+    let Value::Array(items) = patch else {
         return Err(PatchError::InvalidJsonPatch(format!("expected an array of operations, not {}", type_name(patch))));
+    };
+    if let Some(other) = items.iter().find(|op| !op.is_object()) {
+        return Err(PatchError::InvalidJsonPatch(format!("expected an array of operations, found {} in it", type_name(other))));
     }
-    let ops: json_patch::Patch = serde_json::from_value(patch.clone()).map_err(|e| PatchError::InvalidJsonPatch(e.to_string()))?;
+    let field = |op: &Value, k: &str| op.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let mut ops = Vec::with_capacity(items.len());
+    for (index, op) in items.iter().enumerate() {
+        let parsed: json_patch::PatchOperation = serde_json::from_value(op.clone())
+            .map_err(|e| PatchError::JsonPatchOp { index, op: field(op, "op"), path: field(op, "path"), reason: e.to_string() })?;
+        ops.push(parsed);
+    }
     let mut doc = target.clone();
     json_patch::patch(&mut doc, &ops).map_err(|e| PatchError::JsonPatchOp {
         index: e.operation,
-        op: patch.get(e.operation).and_then(|o| o.get("op")).and_then(Value::as_str).unwrap_or("?").to_string(),
+        op: items.get(e.operation).map(|o| field(o, "op")).unwrap_or_default(),
         path: e.path.to_string(),
         reason: e.kind.to_string(),
     })?;
@@ -98,76 +92,51 @@ enum ListStrategy {
     Key(&'static str),
 }
 
-/// The struct types whose lists carry a strategy; everything else is `Opaque`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Schema {
-    Root,
-    ObjectMeta,
-    /// Any spec holding a pod `template` (Deployment, Job, ...).
-    WorkloadSpec,
-    CronJobSpec,
-    JobTemplateSpec,
-    PodTemplateSpec,
-    PodSpec,
-    Container,
-    ServiceSpec,
-    NodeSpec,
-    Status,
-    Opaque,
-}
-
-/// The type of field `field` of `parent` (for lists: of their elements, since
-/// the path carries no indices).
-fn child(kind: &str, parent: Schema, field: &str) -> Schema {
-    use Schema::*;
-    match (parent, field) {
-        (Root, "metadata") | (PodTemplateSpec, "metadata") | (JobTemplateSpec, "metadata") => ObjectMeta,
-        (Root, "spec") => match kind {
-            "Pod" => PodSpec,
-            "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" | "ReplicationController" => WorkloadSpec,
-            "CronJob" => CronJobSpec,
-            "Service" => ServiceSpec,
-            "Node" => NodeSpec,
-            _ => Opaque,
-        },
-        (Root, "template") if kind == "PodTemplate" => PodTemplateSpec,
-        (Root, "status") => Status,
-        (WorkloadSpec, "template") => PodTemplateSpec,
-        (CronJobSpec, "jobTemplate") => JobTemplateSpec,
-        (JobTemplateSpec, "spec") => WorkloadSpec,
-        (PodTemplateSpec, "spec") => PodSpec,
-        (PodSpec, "containers" | "initContainers" | "ephemeralContainers") => Container,
-        _ => Opaque,
-    }
+/// The upstream type of the root of an object of kind `kind`, if it is a built-in kind.
+fn root_type(kind: &str) -> Option<&'static schema::TypeDef> {
+    let r = super::resources::RESOURCES.iter().find(|r| r.kind == kind)?;
+    schema::get(&schema::kind_name(&r.api_version(), kind)?)
 }
 
 /// The strategy of the list at `path` (field names from the object's root, list
-/// indices stripped) in an object of kind `kind`.
+/// indices stripped) in an object of kind `kind`. Kinds without upstream types (and
+/// paths the types do not know) replace their lists, as a JSON merge patch would.
 fn list_strategy(kind: &str, path: &[String]) -> ListStrategy {
-    use ListStrategy::*;
-    use Schema as S;
-    let Some((field, parents)) = path.split_last() else { return Replace };
-    let parent = parents.iter().fold(S::Root, |s, f| child(kind, s, f));
-    match (parent, field.as_str()) {
-        (S::PodSpec, "containers" | "initContainers" | "ephemeralContainers") => Key("name"),
-        (S::PodSpec, "volumes" | "imagePullSecrets" | "schedulingGates" | "resourceClaims") => Key("name"),
-        (S::PodSpec, "hostAliases") => Key("ip"),
-        (S::PodSpec, "topologySpreadConstraints") => Key("topologyKey"),
-        (S::Container, "env") => Key("name"),
-        (S::Container, "ports") => Key("containerPort"),
-        (S::Container, "volumeMounts") => Key("mountPath"),
-        (S::Container, "volumeDevices") => Key("devicePath"),
-        (S::ObjectMeta, "finalizers") => Set,
-        (S::ObjectMeta, "ownerReferences") => Key("uid"),
-        (S::ServiceSpec, "ports") => Key("port"),
-        (S::NodeSpec, "podCIDRs") => Set,
-        (S::Status, "conditions") => Key("type"),
-        (S::Status, "addresses") if kind == "Node" => Key("type"),
-        (S::Status, "podIPs" | "hostIPs") if kind == "Pod" => Key("ip"),
-        (S::Status, "resourceClaimStatuses") if kind == "Pod" => Key("name"),
-        (S::Root, "secrets") if kind == "ServiceAccount" => Key("name"),
-        (S::Root, "conditions") if kind == "ComponentStatus" => Key("type"),
-        _ => Replace,
+    let Some(mut def) = root_type(kind) else { return ListStrategy::Replace };
+    let mut segments = path.iter();
+    let mut field = None;
+    while let Some(name) = segments.next() {
+        let Some(f) = def.field(name) else { return ListStrategy::Replace };
+        field = Some(f);
+        // Step into the element type; a map's values are one key further down.
+        let mut ty = &f.ty;
+        loop {
+            match ty {
+                schema::Type::Array { items, .. } => ty = items,
+                schema::Type::Map { values } => {
+                    if segments.next().is_none() {
+                        break;
+                    }
+                    ty = values;
+                }
+                _ => break,
+            }
+        }
+        match ty {
+            schema::Type::Ref { r#ref } => match schema::get(r#ref) {
+                Some(d) => def = d,
+                None => return ListStrategy::Replace,
+            },
+            _ if segments.len() > 0 => return ListStrategy::Replace,
+            _ => {}
+        }
+    }
+    let Some(f) = field else { return ListStrategy::Replace };
+    let merges = f.patch_strategy.as_deref().is_some_and(|s| s.split(',').any(|x| x == "merge"));
+    match (merges, f.patch_merge_key.as_deref()) {
+        (true, Some(key)) => ListStrategy::Key(key),
+        (true, None) => ListStrategy::Set,
+        (false, _) => ListStrategy::Replace,
     }
 }
 
@@ -791,6 +760,8 @@ mod tests {
 
     #[test]
     fn merge_patch_adds_a_label() {
+        // `application/merge-patch+json` is json-patch's RFC 7386 merge.
+        let merge_patch = json_patch::merge;
         let mut t = deployment();
         merge_patch(&mut t, &json!({"metadata": {"labels": {"tier": "fe"}}}));
         assert_eq!(t["metadata"]["labels"], json!({"app": "web", "tier": "fe"}));
@@ -888,7 +859,7 @@ mod tests {
         assert_eq!(s("ConfigMap", "metadata.ownerReferences"), Key("uid"));
         assert_eq!(s("Service", "spec.ports"), Key("port"));
         assert_eq!(s("Deployment", "status.conditions"), Key("type"));
-        assert_eq!(s("Foo", "status.conditions"), Key("type"));
+        assert_eq!(s("Foo", "status.conditions"), Replace, "kinds without upstream types replace lists");
         assert_eq!(s("Node", "status.addresses"), Key("type"));
         assert_eq!(s("Pod", "status.containerStatuses"), Replace);
         assert_eq!(s("Pod", "status.initContainerStatuses"), Replace);
@@ -1064,6 +1035,9 @@ mod tests {
         assert!(matches!(&err, PatchError::JsonPatchOp { index: 1, op, path, .. } if op == "test" && path == "/spec/replicas"), "{err}");
         assert!(json_patch(&t, &json!([{"op": "remove", "path": "/nope"}])).is_err());
         assert!(matches!(json_patch(&t, &json!({"op": "add"})), Err(PatchError::InvalidJsonPatch(_))));
-        assert!(matches!(json_patch(&t, &json!([{"op": "frobnicate", "path": "/a"}])), Err(PatchError::InvalidJsonPatch(_))));
+        assert!(matches!(json_patch(&t, &json!([1, 2])), Err(PatchError::InvalidJsonPatch(_))));
+        // Upstream decodes any array of objects; what it cannot do is applying (422).
+        assert!(matches!(json_patch(&t, &json!([{"op": "frobnicate", "path": "/a"}])), Err(PatchError::JsonPatchOp { index: 0, .. })));
+        assert!(matches!(json_patch(&t, &json!([{"op": "add", "path": "/a", "value": 1}, {"op": "add"}])), Err(PatchError::JsonPatchOp { index: 1, .. })));
     }
 }

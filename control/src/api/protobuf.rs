@@ -1,512 +1,651 @@
-//! Kubernetes protobuf request bodies, turned into the JSON form.
+//! Kubernetes protobuf bodies, turned into the JSON form and back.
 //!
-//! kubectl's typed-client commands (`create deployment`, `run`, `create
-//! configmap/secret/namespace/job/cronjob`, `expose`) send
-//! `application/vnd.kubernetes.protobuf`: the magic `k8s\0`, then a
-//! `runtime.Unknown` envelope whose `raw` bytes are the typed message. We decode
-//! it with k8s-pb and convert it to exactly the JSON those commands would send
-//! with `-o json`, so the rest of the server sees one format.
+//! kubectl's typed-client commands (`create deployment|service|pdb|job|...`, `run`,
+//! `expose`) send `application/vnd.kubernetes.protobuf`: the magic `k8s\0`, then a
+//! `runtime.Unknown` envelope whose `raw` bytes are the typed message. The decoder
+//! walks the wire format with the upstream type table ([`super::schema`]), so every
+//! kind the table describes is decoded, every field of it, with no per-kind code.
 //!
-//! Kubernetes protobuf is proto2, so optional fields keep presence. Go's JSON
-//! omits empty strings, lists and maps, which protobuf marshalling writes anyway;
-//! the conversion drops those but keeps explicit zeros and `false`.
+//! The JSON produced is what upstream's Go JSON encoding of the decoded struct means:
+//! fields in declaration order; a zero value of a non-pointer `omitempty` field is
+//! dropped (protobuf always carries it, Go's JSON never shows it: `nodePort: 0` on a
+//! ClusterIP Service is "no node port"), while a pointer field keeps an explicit zero
+//! (`replicas: 0`, `automountServiceAccountToken: false`).
 
+use super::schema::{self, Field, Type, TypeDef};
 use base64::Engine;
-use k8s_pb::api::{apps::v1 as apps, autoscaling::v1 as autoscaling, batch::v1 as batch, coordination::v1 as coordination, core::v1 as core, policy::v1 as policy};
-use k8s_pb::apimachinery::pkg::api::resource::Quantity;
-use k8s_pb::apimachinery::pkg::apis::meta::v1 as meta;
-use k8s_pb::apimachinery::pkg::runtime::Unknown;
-use k8s_pb::apimachinery::pkg::util::intstr::IntOrString;
-use prost::Message;
-use serde_json::{json, Map, Value};
-use std::collections::BTreeMap;
+use serde_json::{Map, Value};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProtobufError {
     #[error("the body does not start with the Kubernetes protobuf magic number")]
     BadMagic,
     #[error("the protobuf envelope cannot be decoded: {0}")]
-    Envelope(prost::DecodeError),
-    #[error("the protobuf {kind} cannot be decoded: {source}")]
-    Object { kind: String, source: prost::DecodeError },
-    #[error("protobuf bodies of {0} are not supported; send JSON")]
-    UnsupportedKind(String),
+    Envelope(String),
+    #[error("the protobuf {kind} cannot be decoded: {reason}")]
+    Object { kind: String, reason: String },
+    #[error("no kind \"{kind}\" is registered for version \"{api_version}\"")]
+    UnknownKind { api_version: String, kind: String },
 }
 
 const MAGIC: &[u8] = b"k8s\0";
 
+/// Protobuf messages nest no deeper than this; the deepest upstream type is far shallower.
+const MAX_DEPTH: usize = 64;
+
 /// Decode a protobuf body into the object's JSON form, `apiVersion` and `kind` included.
 pub fn decode_object(body: &[u8]) -> Result<Value, ProtobufError> {
+    decode_object_at(body, 0)
+}
+
+fn decode_object_at(body: &[u8], depth: usize) -> Result<Value, ProtobufError> {
+    if depth > MAX_DEPTH {
+        return Err(ProtobufError::Envelope("objects embedded in objects nest too deeply".into()));
+    }
     let rest = body.strip_prefix(MAGIC).ok_or(ProtobufError::BadMagic)?;
-    let envelope = Unknown::decode(rest).map_err(ProtobufError::Envelope)?;
-    let tm = envelope.type_meta.unwrap_or_default();
-    let api_version = tm.api_version.unwrap_or_default();
-    let kind = tm.kind.unwrap_or_default();
-    let raw = envelope.raw.unwrap_or_default();
-    fn conv<M: Message + Default + ToJson>(raw: &[u8], kind: &str) -> Result<Value, ProtobufError> {
-        let m = M::decode(raw).map_err(|source| ProtobufError::Object { kind: kind.to_string(), source })?;
-        Ok(m.to_json().unwrap_or_else(|| json!({})))
-    }
-    let mut obj = match (api_version.as_str(), kind.as_str()) {
-        ("v1", "Pod") => conv::<core::Pod>(&raw, &kind),
-        ("v1", "Service") => conv::<core::Service>(&raw, &kind),
-        ("v1", "ConfigMap") => conv::<core::ConfigMap>(&raw, &kind),
-        ("v1", "Secret") => conv::<core::Secret>(&raw, &kind),
-        ("v1", "Namespace") => conv::<core::Namespace>(&raw, &kind),
-        ("v1", "ServiceAccount") => conv::<core::ServiceAccount>(&raw, &kind),
-        ("v1", "Event") => conv::<core::Event>(&raw, &kind),
-        ("v1", "Binding") => conv::<core::Binding>(&raw, &kind),
-        ("apps/v1", "Deployment") => conv::<apps::Deployment>(&raw, &kind),
-        ("apps/v1", "ReplicaSet") => conv::<apps::ReplicaSet>(&raw, &kind),
-        ("apps/v1", "StatefulSet") => conv::<apps::StatefulSet>(&raw, &kind),
-        ("apps/v1", "DaemonSet") => conv::<apps::DaemonSet>(&raw, &kind),
-        ("batch/v1", "Job") => conv::<batch::Job>(&raw, &kind),
-        ("batch/v1", "CronJob") => conv::<batch::CronJob>(&raw, &kind),
-        ("coordination.k8s.io/v1", "Lease") => conv::<coordination::Lease>(&raw, &kind),
-        ("policy/v1", "Eviction") => conv::<policy::Eviction>(&raw, &kind),
-        ("autoscaling/v1", "Scale") => conv::<autoscaling::Scale>(&raw, &kind),
-        _ => return Err(ProtobufError::UnsupportedKind(format!("{api_version}/{kind}"))),
-    }?;
-    if let Value::Object(m) = &mut obj {
-        m.insert("apiVersion".into(), json!(api_version));
-        m.insert("kind".into(), json!(kind));
-        m.entry("metadata").or_insert_with(|| json!({}));
-    }
-    Ok(obj)
-}
-
-/// The JSON form of a protobuf value; `None` when JSON would omit it.
-trait ToJson {
-    fn to_json(&self) -> Option<Value>;
-}
-
-impl ToJson for String {
-    fn to_json(&self) -> Option<Value> {
-        (!self.is_empty()).then(|| json!(self))
-    }
-}
-
-macro_rules! scalar {
-    ($($t:ty),*) => { $(impl ToJson for $t { fn to_json(&self) -> Option<Value> { Some(json!(self)) } })* };
-}
-scalar!(i32, i64, bool, f64);
-
-impl<T: ToJson> ToJson for Option<T> {
-    fn to_json(&self) -> Option<Value> {
-        self.as_ref()?.to_json()
-    }
-}
-
-impl<T: ToJson> ToJson for Box<T> {
-    fn to_json(&self) -> Option<Value> {
-        (**self).to_json()
-    }
-}
-
-impl<T: ToJson> ToJson for Vec<T> {
-    fn to_json(&self) -> Option<Value> {
-        (!self.is_empty()).then(|| Value::Array(self.iter().map(|x| x.to_json().unwrap_or_else(|| json!({}))).collect()))
-    }
-}
-
-impl<T: ToJson> ToJson for BTreeMap<String, T> {
-    fn to_json(&self) -> Option<Value> {
-        (!self.is_empty()).then(|| Value::Object(self.iter().map(|(k, v)| (k.clone(), v.to_json().unwrap_or_else(|| json!("")))).collect()))
-    }
-}
-
-impl ToJson for Quantity {
-    fn to_json(&self) -> Option<Value> {
-        self.string.as_ref().map(|s| json!(s))
-    }
-}
-
-impl ToJson for IntOrString {
-    fn to_json(&self) -> Option<Value> {
-        match self.r#type {
-            Some(1) => Some(json!(self.str_val.clone().unwrap_or_default())),
-            _ => Some(json!(self.int_val.unwrap_or(0))),
+    let env = |reason: String| ProtobufError::Envelope(reason);
+    let mut api_version = String::new();
+    let mut kind = String::new();
+    let mut raw: &[u8] = &[];
+    let mut r = Reader::new(rest);
+    while let Some((tag, w)) = r.next().map_err(env)? {
+        match (tag, w) {
+            (1, Wire::Bytes(tm)) => {
+                let mut t = Reader::new(tm);
+                while let Some((tag, w)) = t.next().map_err(env)? {
+                    match (tag, w) {
+                        (1, Wire::Bytes(b)) => api_version = utf8(b).map_err(env)?,
+                        (2, Wire::Bytes(b)) => kind = utf8(b).map_err(env)?,
+                        _ => {}
+                    }
+                }
+            }
+            (2, Wire::Bytes(b)) => raw = b,
+            _ => {}
         }
     }
+    let name = schema::kind_name(&api_version, &kind).ok_or_else(|| ProtobufError::UnknownKind { api_version: api_version.clone(), kind: kind.clone() })?;
+    let def = schema::get(&name).ok_or_else(|| ProtobufError::UnknownKind { api_version: api_version.clone(), kind: kind.clone() })?;
+    let fields = decode_message(def, raw, depth).map_err(|reason| ProtobufError::Object { kind: kind.clone(), reason })?;
+    let mut obj = Map::new();
+    obj.insert("kind".into(), Value::String(kind));
+    obj.insert("apiVersion".into(), Value::String(api_version));
+    obj.extend(fields);
+    obj.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
+    Ok(Value::Object(obj))
 }
 
-impl ToJson for meta::Time {
-    fn to_json(&self) -> Option<Value> {
-        let secs = self.seconds.filter(|s| *s != 0)?;
-        let t = chrono::DateTime::from_timestamp(secs, 0)?;
-        Some(json!(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)))
+/// Encode a JSON object (with `apiVersion` and `kind`) as a Kubernetes protobuf body.
+pub fn encode_object(obj: &Value) -> Result<Vec<u8>, ProtobufError> {
+    let api_version = obj["apiVersion"].as_str().unwrap_or_default();
+    let kind = obj["kind"].as_str().unwrap_or_default();
+    let unknown = || ProtobufError::UnknownKind { api_version: api_version.into(), kind: kind.into() };
+    let def = schema::kind_name(api_version, kind).and_then(|n| schema::get(&n)).ok_or_else(unknown)?;
+    let map = obj.as_object().ok_or_else(unknown)?;
+    let mut raw = Vec::new();
+    encode_message(def, map, &mut raw, 0).map_err(|reason| ProtobufError::Object { kind: kind.into(), reason })?;
+    let mut type_meta = Vec::new();
+    put_bytes(&mut type_meta, 1, api_version.as_bytes());
+    put_bytes(&mut type_meta, 2, kind.as_bytes());
+    let mut env = Vec::new();
+    put_bytes(&mut env, 1, &type_meta);
+    put_bytes(&mut env, 2, &raw);
+    put_bytes(&mut env, 3, b"");
+    put_bytes(&mut env, 4, b"");
+    let mut out = MAGIC.to_vec();
+    out.extend(env);
+    Ok(out)
+}
+
+// ------------------------------------------------------------------ wire format
+
+#[derive(Clone, Copy)]
+enum Wire<'a> {
+    Varint(u64),
+    Fixed64(u64),
+    Bytes(&'a [u8]),
+    Fixed32(u32),
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Self { buf, pos: 0 }
     }
-}
 
-impl ToJson for meta::MicroTime {
-    fn to_json(&self) -> Option<Value> {
-        let secs = self.seconds.filter(|s| *s != 0)?;
-        let t = chrono::DateTime::from_timestamp(secs, self.nanos.unwrap_or(0).max(0) as u32)?;
-        Some(json!(t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)))
-    }
-}
-
-/// Go `[]byte` values are base64 strings in JSON.
-fn bytes_map(m: &BTreeMap<String, Vec<u8>>) -> Option<Value> {
-    let b64 = base64::engine::general_purpose::STANDARD;
-    (!m.is_empty()).then(|| Value::Object(m.iter().map(|(k, v)| (k.clone(), json!(b64.encode(v)))).collect()))
-}
-
-/// snake_case field name to the lowerCamelCase JSON name.
-fn camel(field: &str) -> String {
-    let field = field.trim_start_matches("r#");
-    let mut out = String::with_capacity(field.len());
-    let mut upper = false;
-    for c in field.chars() {
-        if c == '_' {
-            upper = true;
-        } else if upper {
-            out.push(c.to_ascii_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// One `impl ToJson` per message: its fields, with the JSON name where it is not
-/// the camelCase of the field (`host_ip` is `hostIP`). `@keep` marks messages that
-/// mean something even when empty (`emptyDir: {}`). `@inline` fields are embedded
-/// messages whose fields sit directly in the parent (Go struct embedding).
-macro_rules! to_json {
-    ($($(@$keep:ident)? $ty:ty { $($field:ident $(= $name:literal)? $(@$inline:ident)?),* $(,)? })*) => {$(
-        impl ToJson for $ty {
-            #[allow(unused_mut)]
-            fn to_json(&self) -> Option<Value> {
-                let mut m = Map::new();
-                $(
-                    to_json!(@field m, self.$field, stringify!($field) $(, $name)? $(; $inline)?);
-                )*
-                let keep = false $(|| stringify!($keep) == "keep")?;
-                (keep || !m.is_empty()).then(|| Value::Object(m))
+    fn varint(&mut self) -> Result<u64, String> {
+        let mut v: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let b = *self.buf.get(self.pos).ok_or("unexpected end of data in a varint")?;
+            self.pos += 1;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
             }
         }
-    )*};
-    (@field $m:ident, $v:expr, $f:expr, $name:literal) => {
-        if let Some(v) = $v.to_json() { $m.insert($name.to_string(), v); }
-    };
-    (@field $m:ident, $v:expr, $f:expr; inline) => {
-        if let Some(Value::Object(inner)) = $v.to_json() { $m.extend(inner); }
-    };
-    (@field $m:ident, $v:expr, $f:expr) => {
-        if let Some(v) = $v.to_json() { $m.insert(camel($f), v); }
-    };
+        Err("a varint is longer than 10 bytes".into())
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or("unexpected end of data: a field is truncated")?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    /// The next field's number and value, or `None` at the end.
+    fn next(&mut self) -> Result<Option<(u32, Wire<'a>)>, String> {
+        if self.pos >= self.buf.len() {
+            return Ok(None);
+        }
+        let key = self.varint()?;
+        let tag = u32::try_from(key >> 3).map_err(|_| "a field number is out of range")?;
+        if tag == 0 {
+            return Err("field number 0 is not allowed".into());
+        }
+        let w = match key & 7 {
+            0 => Wire::Varint(self.varint()?),
+            1 => Wire::Fixed64(u64::from_le_bytes(self.take(8)?.try_into().map_err(|_| "short fixed64")?)),
+            2 => {
+                let n = usize::try_from(self.varint()?).map_err(|_| "a length is out of range")?;
+                Wire::Bytes(self.take(n)?)
+            }
+            5 => Wire::Fixed32(u32::from_le_bytes(self.take(4)?.try_into().map_err(|_| "short fixed32")?)),
+            t => return Err(format!("wire type {t} is not supported")),
+        };
+        Ok(Some((tag, w)))
+    }
 }
 
-to_json! {
-    meta::ObjectMeta { name, generate_name, namespace, uid, resource_version, generation, creation_timestamp, deletion_timestamp, deletion_grace_period_seconds, labels, annotations, owner_references, finalizers }
-    meta::OwnerReference { api_version, kind, name, uid, controller, block_owner_deletion }
-    @keep meta::LabelSelector { match_labels, match_expressions }
-    meta::LabelSelectorRequirement { key, operator, values }
-    meta::DeleteOptions { grace_period_seconds, preconditions, orphan_dependents, propagation_policy, dry_run }
-    meta::Preconditions { uid, resource_version }
-
-    core::Pod { metadata, spec, status }
-    core::PodTemplateSpec { metadata, spec }
-    @keep core::PodSpec {
-        volumes, init_containers, containers, restart_policy, termination_grace_period_seconds, active_deadline_seconds,
-        dns_policy, node_selector, service_account_name, service_account, automount_service_account_token, node_name,
-        host_network, host_pid = "hostPID", host_ipc = "hostIPC", share_process_namespace, security_context,
-        image_pull_secrets, hostname, subdomain, affinity, scheduler_name, tolerations, host_aliases, priority_class_name,
-        priority, dns_config, readiness_gates, runtime_class_name, enable_service_links, preemption_policy, overhead,
-        topology_spread_constraints, set_hostname_as_fqdn = "setHostnameAsFQDN", host_users, scheduling_gates,
-    }
-    core::Container {
-        name, image, command, args, working_dir, ports, env_from, env, resources, restart_policy, volume_mounts,
-        liveness_probe, readiness_probe, startup_probe, lifecycle, termination_message_path, termination_message_policy,
-        image_pull_policy, security_context, stdin, stdin_once, tty,
-    }
-    core::ContainerPort { name, host_port, container_port, protocol, host_ip = "hostIP" }
-    core::EnvVar { name, value, value_from }
-    core::EnvVarSource { field_ref, resource_field_ref, config_map_key_ref, secret_key_ref }
-    core::ObjectFieldSelector { api_version, field_path }
-    core::ResourceFieldSelector { container_name, resource, divisor }
-    core::ConfigMapKeySelector { local_object_reference @inline, key, optional }
-    core::SecretKeySelector { local_object_reference @inline, key, optional }
-    core::EnvFromSource { prefix, config_map_ref, secret_ref }
-    @keep core::ConfigMapEnvSource { local_object_reference @inline, optional }
-    @keep core::SecretEnvSource { local_object_reference @inline, optional }
-    @keep core::ResourceRequirements { limits, requests }
-    core::VolumeMount { name, read_only, mount_path, sub_path, mount_propagation, sub_path_expr }
-    core::Volume { name, volume_source @inline }
-    core::VolumeSource { host_path, empty_dir, secret, persistent_volume_claim, downward_api = "downwardAPI", config_map, projected }
-    @keep core::ConfigMapVolumeSource { local_object_reference @inline, items, default_mode, optional }
-    @keep core::SecretVolumeSource { secret_name, items, default_mode, optional }
-    @keep core::EmptyDirVolumeSource { medium, size_limit }
-    core::HostPathVolumeSource { path, r#type }
-    core::PersistentVolumeClaimVolumeSource { claim_name, read_only }
-    @keep core::DownwardAPIVolumeSource { items, default_mode }
-    core::DownwardAPIVolumeFile { path, field_ref, resource_field_ref, mode }
-    @keep core::ProjectedVolumeSource { sources, default_mode }
-    core::VolumeProjection { secret, config_map, downward_api = "downwardAPI", service_account_token }
-    @keep core::SecretProjection { local_object_reference @inline, items, optional }
-    @keep core::ConfigMapProjection { local_object_reference @inline, items, optional }
-    core::DownwardAPIProjection { items }
-    core::ServiceAccountTokenProjection { audience, expiration_seconds, path }
-    core::KeyToPath { key, path, mode }
-    core::Probe { handler @inline, initial_delay_seconds, timeout_seconds, period_seconds, success_threshold, failure_threshold, termination_grace_period_seconds }
-    core::ProbeHandler { exec, http_get, tcp_socket, grpc }
-    core::LifecycleHandler { exec, http_get, tcp_socket, sleep }
-    core::Lifecycle { post_start, pre_stop, stop_signal }
-    core::SleepAction { seconds }
-    @keep core::ExecAction { command }
-    core::HttpGetAction { path, port, host, scheme, http_headers }
-    core::HttpHeader { name, value }
-    core::TcpSocketAction { port, host }
-    core::GrpcAction { port, service }
-    core::Toleration { key, operator, value, effect, toleration_seconds }
-    @keep core::LocalObjectReference { name }
-    core::HostAlias { ip, hostnames }
-    core::PodDnsConfig { nameservers, searches, options }
-    core::PodDnsConfigOption { name, value }
-    core::PodReadinessGate { condition_type }
-    core::PodSchedulingGate { name }
-    core::TopologySpreadConstraint { max_skew, topology_key, when_unsatisfiable, label_selector, min_domains, node_affinity_policy, node_taints_policy, match_label_keys }
-    core::Affinity { node_affinity, pod_affinity, pod_anti_affinity }
-    core::NodeAffinity { required_during_scheduling_ignored_during_execution, preferred_during_scheduling_ignored_during_execution }
-    core::NodeSelector { node_selector_terms }
-    @keep core::NodeSelectorTerm { match_expressions, match_fields }
-    core::NodeSelectorRequirement { key, operator, values }
-    core::PreferredSchedulingTerm { weight, preference }
-    core::PodAffinity { required_during_scheduling_ignored_during_execution, preferred_during_scheduling_ignored_during_execution }
-    core::PodAntiAffinity { required_during_scheduling_ignored_during_execution, preferred_during_scheduling_ignored_during_execution }
-    core::PodAffinityTerm { label_selector, namespaces, topology_key, namespace_selector, match_label_keys, mismatch_label_keys }
-    core::WeightedPodAffinityTerm { weight, pod_affinity_term }
-    @keep core::SecurityContext { capabilities, privileged, run_as_user, run_as_group, run_as_non_root, read_only_root_filesystem, allow_privilege_escalation, proc_mount, seccomp_profile }
-    core::Capabilities { add, drop }
-    core::SeccompProfile { r#type, localhost_profile }
-    @keep core::PodSecurityContext { run_as_user, run_as_group, run_as_non_root, supplemental_groups, fs_group, sysctls, fs_group_change_policy, seccomp_profile }
-    core::Sysctl { name, value }
-    core::PodStatus { phase, conditions, message, reason, nominated_node_name, host_ip = "hostIP", pod_ip = "podIP", start_time, init_container_statuses, container_statuses, qos_class }
-    core::PodCondition { r#type, status, last_probe_time, last_transition_time, reason, message }
-    core::ContainerStatus { name, state, last_state, ready, restart_count, image, image_id = "imageID", container_id = "containerID", started }
-    core::ContainerState { waiting, running, terminated }
-    @keep core::ContainerStateWaiting { reason, message }
-    @keep core::ContainerStateRunning { started_at }
-    @keep core::ContainerStateTerminated { exit_code, signal, reason, message, started_at, finished_at, container_id = "containerID" }
-
-    core::Service { metadata, spec, status }
-    core::ServiceSpec {
-        ports, selector, cluster_ip = "clusterIP", cluster_ips = "clusterIPs", r#type, external_ips = "externalIPs",
-        session_affinity, load_balancer_ip = "loadBalancerIP", load_balancer_source_ranges, external_name,
-        external_traffic_policy, health_check_node_port, publish_not_ready_addresses, ip_families, ip_family_policy,
-        allocate_load_balancer_node_ports, load_balancer_class, internal_traffic_policy,
-    }
-    core::ServicePort { name, protocol, app_protocol, port, target_port, node_port }
-    core::ServiceStatus { load_balancer }
-    core::LoadBalancerStatus { ingress }
-    core::LoadBalancerIngress { ip, hostname }
-    core::Namespace { metadata, spec, status }
-    core::NamespaceSpec { finalizers }
-    core::NamespaceStatus { phase }
-    core::ServiceAccount { metadata, secrets, image_pull_secrets, automount_service_account_token }
-    core::Binding { metadata, target }
-    core::ObjectReference { kind, namespace, name, uid, api_version, resource_version, field_path }
-    core::Event { metadata, involved_object, reason, message, source, first_timestamp, last_timestamp, count, r#type, event_time, action, related, reporting_component, reporting_instance }
-    core::EventSource { component, host }
-
-    apps::Deployment { metadata, spec, status }
-    @keep apps::DeploymentSpec { replicas, selector, template, strategy, min_ready_seconds, revision_history_limit, paused, progress_deadline_seconds }
-    apps::DeploymentStrategy { r#type, rolling_update }
-    apps::RollingUpdateDeployment { max_unavailable, max_surge }
-    apps::DeploymentStatus { observed_generation, replicas, updated_replicas, ready_replicas, available_replicas, unavailable_replicas }
-    apps::ReplicaSet { metadata, spec, status }
-    @keep apps::ReplicaSetSpec { replicas, min_ready_seconds, selector, template }
-    apps::ReplicaSetStatus { replicas, fully_labeled_replicas, ready_replicas, available_replicas, observed_generation }
-    apps::StatefulSet { metadata, spec, status }
-    @keep apps::StatefulSetSpec { replicas, selector, template, service_name, pod_management_policy, update_strategy, revision_history_limit, min_ready_seconds }
-    apps::StatefulSetUpdateStrategy { r#type, rolling_update }
-    apps::RollingUpdateStatefulSetStrategy { partition, max_unavailable }
-    apps::StatefulSetStatus { observed_generation, replicas, ready_replicas, current_replicas, updated_replicas }
-    apps::DaemonSet { metadata, spec, status }
-    @keep apps::DaemonSetSpec { selector, template, update_strategy, min_ready_seconds, revision_history_limit }
-    apps::DaemonSetUpdateStrategy { r#type, rolling_update }
-    apps::RollingUpdateDaemonSet { max_unavailable, max_surge }
-    apps::DaemonSetStatus { current_number_scheduled, number_misscheduled, desired_number_scheduled, number_ready, observed_generation, updated_number_scheduled, number_available, number_unavailable }
-
-    batch::Job { metadata, spec, status }
-    @keep batch::JobSpec { parallelism, completions, active_deadline_seconds, backoff_limit, backoff_limit_per_index, max_failed_indexes, selector, manual_selector, template, ttl_seconds_after_finished, completion_mode, suspend, pod_replacement_policy }
-    batch::JobStatus { start_time, completion_time, active, succeeded, failed, ready }
-    batch::CronJob { metadata, spec, status }
-    @keep batch::CronJobSpec { schedule, time_zone, starting_deadline_seconds, concurrency_policy, suspend, job_template, successful_jobs_history_limit, failed_jobs_history_limit }
-    @keep batch::JobTemplateSpec { metadata, spec }
-    batch::CronJobStatus { active, last_schedule_time, last_successful_time }
-
-    coordination::Lease { metadata, spec }
-    coordination::LeaseSpec { holder_identity, lease_duration_seconds, acquire_time, renew_time, lease_transitions }
-    policy::Eviction { metadata, delete_options }
-    autoscaling::Scale { metadata, spec }
-    @keep autoscaling::ScaleSpec { replicas }
+fn utf8(b: &[u8]) -> Result<String, String> {
+    String::from_utf8(b.to_vec()).map_err(|_| "a string is not valid UTF-8".into())
 }
 
-impl ToJson for core::ConfigMap {
-    fn to_json(&self) -> Option<Value> {
-        let mut m = Map::new();
-        for (k, v) in [("metadata", self.metadata.to_json()), ("immutable", self.immutable.to_json()), ("data", self.data.to_json()), ("binaryData", bytes_map(&self.binary_data))] {
-            if let Some(v) = v {
-                m.insert(k.into(), v);
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_key(out: &mut Vec<u8>, tag: u32, wire: u8) {
+    put_varint(out, (u64::from(tag) << 3) | u64::from(wire));
+}
+
+fn put_bytes(out: &mut Vec<u8>, tag: u32, b: &[u8]) {
+    put_key(out, tag, 2);
+    put_varint(out, b.len() as u64);
+    out.extend_from_slice(b);
+}
+
+// ------------------------------------------------------------------ decoding
+
+/// What has been read of one field so far.
+enum Slot {
+    One(Value),
+    Many(Vec<Value>),
+    Entries(Map<String, Value>),
+}
+
+fn decode_message(def: &TypeDef, bytes: &[u8], depth: usize) -> Result<Map<String, Value>, String> {
+    if depth > MAX_DEPTH {
+        return Err("the message nests too deeply".into());
+    }
+    let mut slots: Vec<Option<Slot>> = (0..def.fields.len()).map(|_| None).collect();
+    let mut r = Reader::new(bytes);
+    while let Some((tag, w)) = r.next()? {
+        // Unknown fields are skipped, as upstream's decoder does.
+        let Some(index) = def.field_index(tag) else { continue };
+        let field = &def.fields[index];
+        let name = field.json.as_deref().unwrap_or("(inline)");
+        let at = |e: String| format!("{name}: {e}");
+        match &field.ty {
+            Type::Array { items, .. } => {
+                let list = match slots[index].get_or_insert_with(|| Slot::Many(Vec::new())) {
+                    Slot::Many(l) => l,
+                    _ => return Err(at("repeated and single values mixed".into())),
+                };
+                match (w, packable(items)) {
+                    (Wire::Bytes(b), true) => {
+                        let mut p = Reader::new(b);
+                        while p.pos < b.len() {
+                            let v = if matches!(**items, Type::Float64) { Wire::Fixed64(u64::from_le_bytes(p.take(8).map_err(at)?.try_into().map_err(|_| at("short".into()))?)) } else { Wire::Varint(p.varint().map_err(at)?) };
+                            list.push(decode_value(items, v, depth).map_err(at)?);
+                        }
+                    }
+                    _ => list.push(decode_value(items, w, depth).map_err(at)?),
+                }
+            }
+            Type::Map { values } => {
+                let Wire::Bytes(b) = w else { return Err(at("a map entry must be length-delimited".into())) };
+                let (k, v) = decode_entry(values, b, depth).map_err(at)?;
+                match slots[index].get_or_insert_with(|| Slot::Entries(Map::new())) {
+                    Slot::Entries(m) => {
+                        m.insert(k, v);
+                    }
+                    _ => return Err(at("map and single values mixed".into())),
+                }
+            }
+            ty => {
+                let v = if field.inline {
+                    let (Type::Ref { r#ref }, Wire::Bytes(b)) = (ty, w) else { return Err(at("an embedded message must be length-delimited".into())) };
+                    let inner = schema::get(r#ref).ok_or_else(|| at(format!("unknown type {ref}")))?;
+                    Value::Object(decode_message(inner, b, depth + 1).map_err(at)?)
+                } else {
+                    decode_value(ty, w, depth).map_err(at)?
+                };
+                // A repeated occurrence of a message merges into the first, as protobuf says.
+                match (&mut slots[index], v) {
+                    (Some(Slot::One(Value::Object(old))), Value::Object(new)) => old.extend(new),
+                    (slot, v) => *slot = Some(Slot::One(v)),
+                }
             }
         }
-        Some(Value::Object(m))
+    }
+    let mut out = Map::new();
+    for (field, slot) in def.fields.iter().zip(slots) {
+        let Some(slot) = slot else { continue };
+        let v = match slot {
+            Slot::One(v) => v,
+            Slot::Many(l) => Value::Array(l),
+            Slot::Entries(m) => Value::Object(m),
+        };
+        if field.inline {
+            if let Value::Object(inner) = v {
+                out.extend(inner);
+            }
+            continue;
+        }
+        if omitted(field, &v) {
+            continue;
+        }
+        out.insert(field.json.clone().unwrap_or_default(), v);
+    }
+    Ok(out)
+}
+
+fn packable(items: &Type) -> bool {
+    matches!(items, Type::Bool | Type::Int32 | Type::Int64 | Type::Float64)
+}
+
+/// Whether Go's JSON would leave this decoded value out: a zero in a non-pointer field
+/// that is `omitempty` (or is a value type whose zero means "unset": IntOrString, Time).
+fn omitted(field: &Field, v: &Value) -> bool {
+    if field.pointer {
+        // Go's JSON writes a nil time as null: no value.
+        return matches!(field.ty, Type::Time | Type::Microtime) && v.is_null();
+    }
+    let zero = match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(m) => m.is_empty() && matches!(field.ty, Type::Map { .. }),
+    };
+    zero && (field.omitempty || matches!(field.ty, Type::Intorstring | Type::Time | Type::Microtime))
+}
+
+fn decode_entry(values: &Type, b: &[u8], depth: usize) -> Result<(String, Value), String> {
+    let mut r = Reader::new(b);
+    let mut key = String::new();
+    let mut value = None;
+    while let Some((tag, w)) = r.next()? {
+        match (tag, w) {
+            (1, Wire::Bytes(k)) => key = utf8(k)?,
+            (2, w) => {
+                value = Some(match (values, w) {
+                    // go-to-protobuf wraps named slices in a message whose field 1 repeats.
+                    (Type::Array { items, named: true }, Wire::Bytes(inner)) => {
+                        let mut items_out = Vec::new();
+                        let mut ir = Reader::new(inner);
+                        while let Some((t, iw)) = ir.next()? {
+                            if t == 1 {
+                                items_out.push(decode_value(items, iw, depth)?);
+                            }
+                        }
+                        Value::Array(items_out)
+                    }
+                    _ => decode_value(values, w, depth)?,
+                })
+            }
+            _ => {}
+        }
+    }
+    let value = match value {
+        Some(v) => v,
+        None => zero_value(values),
+    };
+    Ok((key, value))
+}
+
+/// The JSON of a map value that protobuf left out because it was the zero value.
+fn zero_value(ty: &Type) -> Value {
+    match ty {
+        Type::String { .. } | Type::Bytes | Type::Quantity => Value::String(String::new()),
+        Type::Bool => Value::Bool(false),
+        Type::Int32 | Type::Int64 | Type::Float64 => Value::from(0),
+        Type::Array { .. } => Value::Array(Vec::new()),
+        _ => Value::Object(Map::new()),
     }
 }
 
-impl ToJson for core::Secret {
-    fn to_json(&self) -> Option<Value> {
-        let mut m = Map::new();
-        for (k, v) in [
-            ("metadata", self.metadata.to_json()),
-            ("immutable", self.immutable.to_json()),
-            ("data", bytes_map(&self.data)),
-            ("stringData", self.string_data.to_json()),
-            ("type", self.r#type.to_json()),
-        ] {
-            if let Some(v) = v {
-                m.insert(k.into(), v);
+fn want_bytes<'a>(w: Wire<'a>, what: &str) -> Result<&'a [u8], String> {
+    match w {
+        Wire::Bytes(b) => Ok(b),
+        _ => Err(format!("{what} must be length-delimited")),
+    }
+}
+
+fn want_varint(w: Wire<'_>, what: &str) -> Result<u64, String> {
+    match w {
+        Wire::Varint(v) => Ok(v),
+        _ => Err(format!("{what} must be a varint")),
+    }
+}
+
+fn decode_value(ty: &Type, w: Wire<'_>, depth: usize) -> Result<Value, String> {
+    Ok(match ty {
+        Type::String { .. } => Value::String(utf8(want_bytes(w, "a string")?)?),
+        Type::Bool => Value::Bool(want_varint(w, "a bool")? != 0),
+        Type::Int32 => Value::from(want_varint(w, "an int32")? as i32),
+        Type::Int64 => Value::from(want_varint(w, "an int64")? as i64),
+        Type::Byte => Value::from(want_varint(w, "a byte")? as u8),
+        Type::Float64 => match w {
+            Wire::Fixed64(v) => serde_json::Number::from_f64(f64::from_bits(v)).map(Value::Number).ok_or("a number is not finite")?,
+            _ => return Err("a double must be fixed64".into()),
+        },
+        Type::Bytes => Value::String(base64::engine::general_purpose::STANDARD.encode(want_bytes(w, "bytes")?)),
+        Type::Quantity => {
+            let mut r = Reader::new(want_bytes(w, "a quantity")?);
+            let mut s = String::new();
+            while let Some((tag, w)) = r.next()? {
+                if tag == 1 {
+                    s = utf8(want_bytes(w, "a quantity")?)?;
+                }
+            }
+            Value::String(s)
+        }
+        Type::Intorstring => {
+            let mut r = Reader::new(want_bytes(w, "an int-or-string")?);
+            let (mut kind, mut int, mut s) = (0, 0i32, String::new());
+            while let Some((tag, w)) = r.next()? {
+                match tag {
+                    1 => kind = want_varint(w, "an int-or-string type")?,
+                    2 => int = want_varint(w, "an int-or-string value")? as i32,
+                    3 => s = utf8(want_bytes(w, "an int-or-string value")?)?,
+                    _ => {}
+                }
+            }
+            if kind == 1 { Value::String(s) } else { Value::from(int) }
+        }
+        Type::Time | Type::Microtime => {
+            let b = want_bytes(w, "a time")?;
+            if b.is_empty() {
+                // Upstream marshals the zero time as an empty message.
+                return Ok(Value::Null);
+            }
+            let mut r = Reader::new(b);
+            let (mut secs, mut nanos) = (0i64, 0i64);
+            while let Some((tag, w)) = r.next()? {
+                match tag {
+                    1 => secs = want_varint(w, "seconds")? as i64,
+                    2 => nanos = i64::from(want_varint(w, "nanos")? as i32),
+                    _ => {}
+                }
+            }
+            format_time(secs, nanos, matches!(ty, Type::Microtime))?
+        }
+        Type::Duration => {
+            let mut r = Reader::new(want_bytes(w, "a duration")?);
+            let mut ns = 0i64;
+            while let Some((tag, w)) = r.next()? {
+                if tag == 1 {
+                    ns = want_varint(w, "a duration")? as i64;
+                }
+            }
+            Value::String(format_duration(ns))
+        }
+        Type::Rawextension => {
+            let mut r = Reader::new(want_bytes(w, "an embedded object")?);
+            let mut raw: &[u8] = &[];
+            while let Some((tag, w)) = r.next()? {
+                if tag == 1 {
+                    raw = want_bytes(w, "an embedded object")?;
+                }
+            }
+            if raw.is_empty() {
+                Value::Null
+            } else if raw.starts_with(MAGIC) {
+                decode_object_at(raw, depth + 1).map_err(|e| e.to_string())?
+            } else {
+                serde_json::from_slice(raw).map_err(|e| format!("an embedded object is not JSON: {e}"))?
             }
         }
-        Some(Value::Object(m))
+        Type::Any => Value::Null,
+        Type::Ref { r#ref } => {
+            let def = schema::get(r#ref).ok_or_else(|| format!("unknown type {ref}"))?;
+            Value::Object(decode_message(def, want_bytes(w, "a message")?, depth + 1)?)
+        }
+        Type::Array { .. } | Type::Map { .. } => return Err("a list or map value nested directly in a list".into()),
+    })
+}
+
+fn format_time(secs: i64, nanos: i64, micro: bool) -> Result<Value, String> {
+    use chrono::SecondsFormat;
+    // metav1.Time keeps whole seconds (as its JSON does); MicroTime keeps microseconds.
+    let nanos = if micro { (nanos.clamp(0, 999_999_999) / 1000) * 1000 } else { 0 };
+    let t = chrono::DateTime::from_timestamp(secs, nanos as u32).ok_or("a time is out of range")?;
+    Ok(Value::String(t.to_rfc3339_opts(if micro { SecondsFormat::Micros } else { SecondsFormat::Secs }, true)))
+}
+
+/// Go's `time.Duration.String()`: `1h2m3.5s`, `150ms`, `0s`.
+fn format_duration(ns: i64) -> String {
+    if ns == 0 {
+        return "0s".into();
     }
+    let neg = ns < 0;
+    let u = ns.unsigned_abs();
+    let mut out = String::new();
+    if u < 1_000_000_000 {
+        let (unit, div) = if u < 1_000 { ("ns", 1) } else if u < 1_000_000 { ("µs", 1_000) } else { ("ms", 1_000_000) };
+        out.push_str(&trim_fraction(u, div));
+        out.push_str(unit);
+    } else {
+        let h = u / 3_600_000_000_000;
+        let m = (u / 60_000_000_000) % 60;
+        let s = u % 60_000_000_000;
+        if h > 0 {
+            out.push_str(&format!("{h}h{m}m"));
+        } else if m > 0 {
+            out.push_str(&format!("{m}m"));
+        }
+        out.push_str(&trim_fraction(s, 1_000_000_000));
+        out.push('s');
+    }
+    if neg { format!("-{out}") } else { out }
+}
+
+fn trim_fraction(v: u64, div: u64) -> String {
+    let whole = v / div;
+    let frac = v % div;
+    if frac == 0 {
+        return whole.to_string();
+    }
+    let width = div.ilog10() as usize;
+    let digits = format!("{frac:0width$}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
+}
+
+fn parse_duration(s: &str) -> Option<i64> {
+    let (neg, mut rest) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    if rest == "0" {
+        return Some(0);
+    }
+    let mut total: f64 = 0.0;
+    while !rest.is_empty() {
+        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let n: f64 = rest[..num_end].parse().ok()?;
+        rest = &rest[num_end..];
+        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let scale = match &rest[..unit_end] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        total += n * scale;
+        rest = &rest[unit_end..];
+    }
+    Some(if neg { -(total as i64) } else { total as i64 })
+}
+
+// ------------------------------------------------------------------ encoding
+
+fn encode_message(def: &TypeDef, obj: &Map<String, Value>, out: &mut Vec<u8>, depth: usize) -> Result<(), String> {
+    if depth > MAX_DEPTH {
+        return Err("the object nests too deeply".into());
+    }
+    for field in &def.fields {
+        let Some(tag) = field.tag else { continue };
+        if field.inline {
+            let Type::Ref { r#ref } = &field.ty else { continue };
+            let inner = schema::get(r#ref).ok_or_else(|| format!("unknown type {ref}"))?;
+            let mut buf = Vec::new();
+            encode_message(inner, obj, &mut buf, depth + 1)?;
+            put_bytes(out, tag, &buf);
+            continue;
+        }
+        let Some(name) = &field.json else { continue };
+        let Some(v) = obj.get(name) else { continue };
+        if v.is_null() {
+            continue;
+        }
+        let at = |e: String| format!("{name}: {e}");
+        match &field.ty {
+            Type::Array { items, .. } => {
+                for item in v.as_array().ok_or_else(|| at("expected a list".into()))? {
+                    encode_value(items, tag, item, out, depth).map_err(at)?;
+                }
+            }
+            Type::Map { values } => {
+                let m = v.as_object().ok_or_else(|| at("expected a map".into()))?;
+                // Go marshals map entries in key order.
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                for k in keys {
+                    let mut entry = Vec::new();
+                    put_bytes(&mut entry, 1, k.as_bytes());
+                    match (&**values, &m[k]) {
+                        (Type::Array { items, named: true }, Value::Array(list)) => {
+                            let mut wrapped = Vec::new();
+                            for item in list {
+                                encode_value(items, 1, item, &mut wrapped, depth).map_err(at)?;
+                            }
+                            put_bytes(&mut entry, 2, &wrapped);
+                        }
+                        (ty, val) => encode_value(ty, 2, val, &mut entry, depth).map_err(at)?,
+                    }
+                    put_bytes(out, tag, &entry);
+                }
+            }
+            ty => encode_value(ty, tag, v, out, depth).map_err(at)?,
+        }
+    }
+    Ok(())
+}
+
+fn encode_value(ty: &Type, tag: u32, v: &Value, out: &mut Vec<u8>, depth: usize) -> Result<(), String> {
+    let int = |v: &Value| v.as_i64().ok_or_else(|| format!("expected an integer, got {v}"));
+    let text = |v: &Value| v.as_str().map(str::to_string).ok_or_else(|| format!("expected a string, got {v}"));
+    match ty {
+        Type::String { .. } => put_bytes(out, tag, text(v)?.as_bytes()),
+        Type::Bool => {
+            put_key(out, tag, 0);
+            put_varint(out, u64::from(v.as_bool().ok_or_else(|| format!("expected a boolean, got {v}"))?));
+        }
+        Type::Int32 | Type::Int64 | Type::Byte => {
+            put_key(out, tag, 0);
+            put_varint(out, int(v)? as u64);
+        }
+        Type::Float64 => {
+            put_key(out, tag, 1);
+            out.extend_from_slice(&v.as_f64().ok_or_else(|| format!("expected a number, got {v}"))?.to_bits().to_le_bytes());
+        }
+        Type::Bytes => {
+            let b = base64::engine::general_purpose::STANDARD.decode(text(v)?).map_err(|e| format!("not base64: {e}"))?;
+            put_bytes(out, tag, &b);
+        }
+        Type::Quantity => {
+            let s = match v {
+                Value::Number(n) => n.to_string(),
+                other => text(other)?,
+            };
+            let mut m = Vec::new();
+            put_bytes(&mut m, 1, s.as_bytes());
+            put_bytes(out, tag, &m);
+        }
+        Type::Intorstring => {
+            let mut m = Vec::new();
+            put_key(&mut m, 1, 0);
+            match v {
+                Value::String(s) => {
+                    put_varint(&mut m, 1);
+                    put_bytes(&mut m, 3, s.as_bytes());
+                }
+                other => {
+                    put_varint(&mut m, 0);
+                    put_key(&mut m, 2, 0);
+                    put_varint(&mut m, int(other)? as u64);
+                }
+            }
+            put_bytes(out, tag, &m);
+        }
+        Type::Time | Type::Microtime => {
+            let t = chrono::DateTime::parse_from_rfc3339(&text(v)?).map_err(|e| format!("not an RFC 3339 time: {e}"))?;
+            let mut m = Vec::new();
+            put_key(&mut m, 1, 0);
+            put_varint(&mut m, t.timestamp() as u64);
+            if matches!(ty, Type::Microtime) {
+                put_key(&mut m, 2, 0);
+                put_varint(&mut m, u64::from(t.timestamp_subsec_nanos()));
+            }
+            put_bytes(out, tag, &m);
+        }
+        Type::Duration => {
+            let ns = parse_duration(&text(v)?).ok_or_else(|| format!("not a duration: {v}"))?;
+            let mut m = Vec::new();
+            put_key(&mut m, 1, 0);
+            put_varint(&mut m, ns as u64);
+            put_bytes(out, tag, &m);
+        }
+        Type::Rawextension => {
+            let mut m = Vec::new();
+            put_bytes(&mut m, 1, &serde_json::to_vec(v).map_err(|e| e.to_string())?);
+            put_bytes(out, tag, &m);
+        }
+        Type::Any => {}
+        Type::Ref { r#ref } => {
+            let def = schema::get(r#ref).ok_or_else(|| format!("unknown type {ref}"))?;
+            let mut m = Vec::new();
+            encode_message(def, v.as_object().ok_or_else(|| format!("expected an object, got {v}"))?, &mut m, depth + 1)?;
+            put_bytes(out, tag, &m);
+        }
+        Type::Array { .. } | Type::Map { .. } => return Err("a list or map nested directly in a list".into()),
+    }
+    Ok(())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn envelope<M: Message>(api_version: &str, kind: &str, m: &M) -> Vec<u8> {
-        let unknown = Unknown {
-            type_meta: Some(k8s_pb::apimachinery::pkg::runtime::TypeMeta { api_version: Some(api_version.into()), kind: Some(kind.into()) }),
-            raw: Some(m.encode_to_vec()),
-            content_encoding: Some(String::new()),
-            content_type: Some(String::new()),
-        };
-        let mut out = MAGIC.to_vec();
-        out.extend(unknown.encode_to_vec());
-        out
-    }
-
-    fn meta(name: &str, labels: &[(&str, &str)]) -> Option<meta::ObjectMeta> {
-        Some(meta::ObjectMeta {
-            name: Some(name.into()),
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            creation_timestamp: Some(meta::Time { seconds: Some(0), nanos: Some(0) }),
-            ..Default::default()
-        })
-    }
-
-    #[test]
-    fn create_deployment_body() {
-        let d = apps::Deployment {
-            metadata: meta("web", &[("app", "web")]),
-            spec: Some(apps::DeploymentSpec {
-                replicas: Some(2),
-                selector: Some(meta::LabelSelector { match_labels: [("app".to_string(), "web".to_string())].into(), ..Default::default() }),
-                template: Some(core::PodTemplateSpec {
-                    metadata: meta("", &[("app", "web")]),
-                    spec: Some(core::PodSpec {
-                        containers: vec![core::Container { name: Some("nginx".into()), image: Some("nginx".into()), resources: Some(Default::default()), ..Default::default() }],
-                        ..Default::default()
-                    }),
-                }),
-                strategy: Some(Default::default()),
-                ..Default::default()
-            }),
-            status: Some(Default::default()),
-        };
-        let got = decode_object(&envelope("apps/v1", "Deployment", &d)).unwrap();
-        assert_eq!(got, json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "web", "labels": {"app": "web"}},
-            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}},
-                "spec": {"containers": [{"name": "nginx", "image": "nginx", "resources": {}}]}}},
-        }));
-    }
-
-    #[test]
-    fn run_pod_body() {
-        let p = core::Pod {
-            metadata: meta("runner", &[("run", "runner")]),
-            spec: Some(core::PodSpec {
-                containers: vec![core::Container {
-                    name: Some("runner".into()),
-                    image: Some("busybox".into()),
-                    args: vec!["sleep".into(), "10".into()],
-                    ports: vec![core::ContainerPort { container_port: Some(80), ..Default::default() }],
-                    env: vec![core::EnvVar { name: Some("A".into()), value: Some("b".into()), ..Default::default() }],
-                    ..Default::default()
-                }],
-                restart_policy: Some("Always".into()),
-                dns_policy: Some("ClusterFirst".into()),
-                ..Default::default()
-            }),
-            status: Some(Default::default()),
-        };
-        let got = decode_object(&envelope("v1", "Pod", &p)).unwrap();
-        assert_eq!(got["spec"], json!({"containers": [{"name": "runner", "image": "busybox", "args": ["sleep", "10"], "ports": [{"containerPort": 80}], "env": [{"name": "A", "value": "b"}]}], "restartPolicy": "Always", "dnsPolicy": "ClusterFirst"}));
-    }
-
-    #[test]
-    fn configmap_secret_and_service_bodies() {
-        let cm = core::ConfigMap { metadata: meta("c", &[]), data: [("a".to_string(), "1".to_string())].into(), binary_data: [("b".to_string(), b"hi".to_vec())].into(), ..Default::default() };
-        assert_eq!(decode_object(&envelope("v1", "ConfigMap", &cm)).unwrap(), json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1"}, "binaryData": {"b": "aGk="}}));
-        let s = core::Secret { metadata: meta("s", &[]), data: [("p".to_string(), b"s3cret".to_vec())].into(), r#type: Some("Opaque".into()), ..Default::default() };
-        assert_eq!(decode_object(&envelope("v1", "Secret", &s)).unwrap()["data"]["p"], "czNjcmV0");
-        let svc = core::Service {
-            metadata: meta("svc", &[]),
-            spec: Some(core::ServiceSpec {
-                ports: vec![
-                    core::ServicePort { port: Some(80), target_port: Some(IntOrString { r#type: Some(0), int_val: Some(8080), str_val: None }), protocol: Some("TCP".into()), ..Default::default() },
-                    core::ServicePort { name: Some("h".into()), port: Some(81), target_port: Some(IntOrString { r#type: Some(1), int_val: None, str_val: Some("http".into()) }), ..Default::default() },
-                ],
-                selector: [("app".to_string(), "web".to_string())].into(),
-                r#type: Some("ClusterIP".into()),
-                cluster_ip: Some(String::new()),
-                ..Default::default()
-            }),
-            status: None,
-        };
-        let got = decode_object(&envelope("v1", "Service", &svc)).unwrap();
-        assert_eq!(got["spec"], json!({"ports": [{"port": 80, "targetPort": 8080, "protocol": "TCP"}, {"name": "h", "port": 81, "targetPort": "http"}], "selector": {"app": "web"}, "type": "ClusterIP"}));
-    }
-
-    #[test]
-    fn job_and_cronjob_bodies_keep_empty_volume_sources() {
-        let tmpl = core::PodTemplateSpec {
-            metadata: None,
-            spec: Some(core::PodSpec {
-                restart_policy: Some("Never".into()),
-                containers: vec![core::Container { name: Some("j".into()), image: Some("i".into()), ..Default::default() }],
-                volumes: vec![core::Volume { name: Some("scratch".into()), volume_source: Some(core::VolumeSource { empty_dir: Some(Default::default()), ..Default::default() }) }],
-                ..Default::default()
-            }),
-        };
-        let job = batch::Job { metadata: meta("j", &[]), spec: Some(batch::JobSpec { template: Some(tmpl.clone()), ..Default::default() }), status: None };
-        let got = decode_object(&envelope("batch/v1", "Job", &job)).unwrap();
-        assert_eq!(got["spec"]["template"]["spec"]["volumes"], json!([{"name": "scratch", "emptyDir": {}}]));
-        let cj = batch::CronJob {
-            metadata: meta("c", &[]),
-            spec: Some(batch::CronJobSpec { schedule: Some("*/1 * * * *".into()), job_template: Some(batch::JobTemplateSpec { metadata: None, spec: Some(batch::JobSpec { template: Some(tmpl), ..Default::default() }) }), ..Default::default() }),
-            status: None,
-        };
-        let got = decode_object(&envelope("batch/v1", "CronJob", &cj)).unwrap();
-        assert_eq!(got["spec"]["schedule"], "*/1 * * * *");
-        assert_eq!(got["spec"]["jobTemplate"]["spec"]["template"]["spec"]["restartPolicy"], "Never");
-    }
-
-    #[test]
-    fn bad_bodies_are_errors() {
-        assert!(matches!(decode_object(b"{}"), Err(ProtobufError::BadMagic)));
-        assert!(decode_object(b"k8s\0\x0a\xff\xff").is_err());
-        let cm = core::ConfigMap::default();
-        assert!(matches!(decode_object(&envelope("example.com/v1", "Widget", &cm)), Err(ProtobufError::UnsupportedKind(_))));
-        let mut truncated = envelope("v1", "ConfigMap", &core::ConfigMap { metadata: meta("c", &[]), ..Default::default() });
-        truncated.truncate(truncated.len() - 3);
-        assert!(decode_object(&truncated).is_err());
-    }
-}
+mod tests;

@@ -126,6 +126,7 @@ pub static RESOURCES: &[Resource] = &[
     res!("", "v1", "Node", "nodes", "node", false, &["no"], NONE, &[Status], true),
     res!("", "v1", "Event", "events", "event", true, &["ev"], NONE, &[], false),
     res!("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", true, &["sa"], NONE, &[], false),
+    res!("", "v1", "ReplicationController", "replicationcontrollers", "replicationcontroller", true, &["rc"], ALL, &[Status, Scale], true),
     res!("apps", "v1", "Deployment", "deployments", "deployment", true, &["deploy"], ALL, &[Status, Scale], true),
     res!("apps", "v1", "ReplicaSet", "replicasets", "replicaset", true, &["rs"], ALL, &[Status, Scale], true),
     res!("apps", "v1", "StatefulSet", "statefulsets", "statefulset", true, &["sts"], ALL, &[Status, Scale], true),

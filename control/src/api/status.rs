@@ -7,7 +7,8 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::{Map, Value};
 use std::fmt;
 
 /// The kind of a field-level validation failure (upstream `field.ErrorType`).
@@ -181,6 +182,10 @@ pub enum ApiError {
     Expired(String),
     #[error("{0}")]
     TooManyRequests(String),
+    /// A JSON patch that does not apply to the object (a `test` that fails, a path that
+    /// is missing, an unknown operation). Upstream keeps the reason off the wire.
+    #[error("the server rejected our request due to an error in our request")]
+    JsonPatchFailed(String),
     #[error("Internal error occurred: {0}")]
     Internal(String),
 }
@@ -197,7 +202,7 @@ impl ApiError {
         match self {
             Self::NotFound(_) | Self::UnknownPath => StatusCode::NOT_FOUND,
             Self::AlreadyExists(_) | Self::Conflict(..) => StatusCode::CONFLICT,
-            Self::Invalid(..) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Invalid(..) | Self::JsonPatchFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -215,7 +220,7 @@ impl ApiError {
             Self::NotFound(_) | Self::UnknownPath => "NotFound",
             Self::AlreadyExists(_) => "AlreadyExists",
             Self::Conflict(..) => "Conflict",
-            Self::Invalid(..) => "Invalid",
+            Self::Invalid(..) | Self::JsonPatchFailed(_) => "Invalid",
             Self::BadRequest(_) => "BadRequest",
             Self::Unauthorized => "Unauthorized",
             Self::Forbidden(_) => "Forbidden",
@@ -233,40 +238,116 @@ impl ApiError {
         Self::Conflict(target, "the object has been modified; please apply your changes to the latest version and try again".into())
     }
 
-    /// The `Status` object for this error.
-    pub fn to_status(&self) -> Value {
-        let mut status = json!({
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": self.to_string(),
-            "reason": self.reason(),
-            "code": self.code().as_u16(),
-        });
+    /// The `Status` object for this error, with `details` as upstream fills them.
+    pub fn status(&self) -> Status {
+        let of = |t: &Target, kind: &str| StatusDetails { name: t.name.clone(), group: t.group.clone(), kind: kind.to_string(), ..Default::default() };
         let details = match self {
-            Self::NotFound(t) | Self::AlreadyExists(t) | Self::Conflict(t, _) => Some(json!({
-                "name": t.name, "group": t.group, "kind": t.resource,
-            })),
-            Self::Invalid(t, causes) => Some(json!({
-                "name": t.name, "group": t.group, "kind": t.kind,
-                "causes": causes.iter().map(|c| json!({
-                    "reason": c.kind.reason(), "message": c.body(), "field": c.field,
-                })).collect::<Vec<_>>(),
-            })),
+            Self::NotFound(t) | Self::AlreadyExists(t) | Self::Conflict(t, _) => Some(of(t, &t.resource)),
+            Self::Invalid(t, causes) => Some(StatusDetails {
+                causes: causes.iter().map(|c| StatusCause { reason: c.kind.reason().into(), message: c.body(), field: c.field.clone() }).collect(),
+                ..of(t, &t.kind)
+            }),
+            // Upstream's answers for what no route serves and for a JSON patch that does
+            // not apply (`NewGenericServerResponse`) carry empty details; kubectl reads
+            // them (`kubectl debug` tells a missing subresource by its empty name).
+            Self::UnknownPath | Self::MethodNotAllowed | Self::JsonPatchFailed(_) | Self::TooManyRequests(_) => Some(StatusDetails::default()),
+            Self::Internal(m) => Some(StatusDetails { causes: vec![StatusCause { message: m.clone(), ..Default::default() }], ..Default::default() }),
             _ => None,
         };
-        if let Some(d) = details {
-            status["details"] = d;
+        Status {
+            status: "Failure",
+            message: self.to_string(),
+            reason: self.reason(),
+            details,
+            code: self.code().as_u16(),
+            ..Status::success(0)
         }
-        status
     }
+
+    /// The `Status` object as a JSON value (for embedding, e.g. in a watch ERROR event).
+    pub fn to_status(&self) -> Value {
+        serde_json::to_value(self.status()).unwrap_or(Value::Null)
+    }
+}
+
+/// `meta/v1` Status, serialized as upstream's Go struct: fields in declaration order,
+/// empty ones left out (`omitempty`), `metadata` always present.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Status {
+    pub kind: &'static str,
+    #[serde(rename = "apiVersion")]
+    pub api_version: &'static str,
+    pub metadata: Map<String, Value>,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub reason: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<StatusDetails>,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub code: u16,
+}
+
+impl Status {
+    /// A `Success` status, as a create of `pods/binding` or `pods/eviction` answers.
+    pub fn success(code: u16) -> Self {
+        Self { kind: "Status", api_version: "v1", metadata: Map::new(), status: "Success", message: String::new(), reason: "", details: None, code }
+    }
+}
+
+/// `meta/v1` StatusDetails, in upstream's field order.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct StatusDetails {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub group: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub kind: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub uid: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub causes: Vec<StatusCause>,
+    #[serde(rename = "retryAfterSeconds", skip_serializing_if = "is_zero_i32")]
+    pub retry_after_seconds: i32,
+}
+
+/// `meta/v1` StatusCause, in upstream's field order.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct StatusCause {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub field: String,
+}
+
+fn is_zero(n: &u16) -> bool {
+    *n == 0
+}
+
+fn is_zero_i32(n: &i32) -> bool {
+    *n == 0
+}
+
+/// A JSON response body as upstream's serializer writes it: compact, ending in a newline.
+pub fn json_body<T: Serialize + ?Sized>(body: &T) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec(body).unwrap_or_default();
+    bytes.push(b'\n');
+    bytes
+}
+
+/// A JSON response with the given status code (see [`json_body`]).
+pub fn json_response<T: Serialize + ?Sized>(code: StatusCode, body: &T) -> Response {
+    (code, [(axum::http::header::CONTENT_TYPE, "application/json")], json_body(body)).into_response()
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::to_vec(&self.to_status()).unwrap_or_default();
-        (self.code(), [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
+        json_response(self.code(), &self.status())
     }
 }
 
@@ -285,6 +366,34 @@ mod tests {
         assert_eq!(s["code"], 422);
         assert_eq!(s["details"]["causes"][0]["message"], "Invalid value: -1: must be greater than or equal to 0");
         assert_eq!(s["details"]["causes"][0]["reason"], "FieldValueInvalid");
+    }
+
+    #[test]
+    fn status_serializes_in_upstream_field_order() {
+        let t = |group: &str, resource: &str| Target { group: group.into(), resource: resource.into(), kind: "X".into(), name: "n".into() };
+        let body = |e: ApiError| String::from_utf8(json_body(&e.status())).unwrap();
+        assert_eq!(
+            body(ApiError::NotFound(t("", "pods"))),
+            "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"pods \\\"n\\\" not found\",\"reason\":\"NotFound\",\"details\":{\"name\":\"n\",\"kind\":\"pods\"},\"code\":404}\n"
+        );
+        let ends = |b: String, tail: &str| assert!(b.ends_with(&format!("{tail}\n")), "{b}");
+        ends(body(ApiError::AlreadyExists(t("apps", "deployments"))), r#""reason":"AlreadyExists","details":{"name":"n","group":"apps","kind":"deployments"},"code":409}"#);
+        ends(body(ApiError::stale(t("apps", "deployments"))), r#""reason":"Conflict","details":{"name":"n","group":"apps","kind":"deployments"},"code":409}"#);
+        ends(
+            body(ApiError::Invalid(t("", "pods"), vec![FieldError::required("spec.containers", "")])),
+            r#""reason":"Invalid","details":{"name":"n","kind":"X","causes":[{"reason":"FieldValueRequired","message":"Required value","field":"spec.containers"}]},"code":422}"#,
+        );
+        ends(body(ApiError::UnknownPath), r#""message":"the server could not find the requested resource","reason":"NotFound","details":{},"code":404}"#);
+        ends(body(ApiError::MethodNotAllowed), r#""reason":"MethodNotAllowed","details":{},"code":405}"#);
+        ends(
+            body(ApiError::JsonPatchFailed("testing value /a failed".into())),
+            r#""message":"the server rejected our request due to an error in our request","reason":"Invalid","details":{},"code":422}"#,
+        );
+        ends(body(ApiError::Internal("boom".into())), r#""reason":"InternalError","details":{"causes":[{"message":"boom"}]},"code":500}"#);
+        let expired = body(ApiError::Expired("too old resource version: 1 (5)".into()));
+        assert!(!expired.contains("details"), "{expired}");
+        ends(expired, r#""reason":"Expired","code":410}"#);
+        assert_eq!(String::from_utf8(json_body(&Status::success(201))).unwrap(), "{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Success\",\"code\":201}\n");
     }
 
     #[test]

@@ -60,7 +60,7 @@ pub fn column_definitions(kind: &str) -> Vec<Value> {
     match kind {
         "Pod" => vec![s("Name"), s("Ready"), s("Status"), s("Restarts"), s("Age"), w("IP"), w("Node"), w("Nominated Node"), w("Readiness Gates")],
         "Deployment" => vec![s("Name"), s("Ready"), i("Up-to-date"), i("Available"), s("Age"), w("Containers"), w("Images"), w("Selector")],
-        "ReplicaSet" => vec![s("Name"), i("Desired"), i("Current"), i("Ready"), s("Age"), w("Containers"), w("Images"), w("Selector")],
+        "ReplicaSet" | "ReplicationController" => vec![s("Name"), i("Desired"), i("Current"), i("Ready"), s("Age"), w("Containers"), w("Images"), w("Selector")],
         "StatefulSet" => vec![s("Name"), s("Ready"), s("Age"), w("Containers"), w("Images")],
         "DaemonSet" => vec![s("Name"), i("Desired"), i("Current"), i("Ready"), i("Up-to-date"), i("Available"), s("Node Selector"), s("Age"), w("Containers"), w("Images"), w("Selector")],
         "Job" => vec![s("Name"), s("Status"), s("Completions"), s("Duration"), s("Age"), w("Containers"), w("Images"), w("Selector")],
@@ -363,16 +363,17 @@ pub fn row_cells(kind: &str, obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
                 json!(or_none(text(obj, "/status/nominatedNodeName").into())), json!(gates_text),
             ]
         }
-        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" => {
+        "Deployment" | "ReplicaSet" | "ReplicationController" | "StatefulSet" | "DaemonSet" => {
             let (cs, images) = containers_images(obj.pointer("/spec/template/spec").unwrap_or(&Value::Null));
-            let sel = json!(selector_text(obj.pointer("/spec/selector")));
+            // A ReplicationController's selector is a plain map of labels.
+            let sel = json!(if kind == "ReplicationController" { map_text(obj.pointer("/spec/selector")) } else { selector_text(obj.pointer("/spec/selector")) });
             let ready = int(obj, "/status/readyReplicas");
             match kind {
                 "Deployment" => vec![
                     name, json!(format!("{ready}/{}", int(obj, "/spec/replicas"))), json!(int(obj, "/status/updatedReplicas")),
                     json!(int(obj, "/status/availableReplicas")), age, json!(cs), json!(images), sel,
                 ],
-                "ReplicaSet" => vec![name, json!(int(obj, "/spec/replicas")), json!(int(obj, "/status/replicas")), json!(ready), age, json!(cs), json!(images), sel],
+                "ReplicaSet" | "ReplicationController" => vec![name, json!(int(obj, "/spec/replicas")), json!(int(obj, "/status/replicas")), json!(ready), age, json!(cs), json!(images), sel],
                 "StatefulSet" => vec![name, json!(format!("{ready}/{}", int(obj, "/spec/replicas"))), age, json!(cs), json!(images)],
                 _ => vec![
                     name, json!(int(obj, "/status/desiredNumberScheduled")), json!(int(obj, "/status/currentNumberScheduled")),
@@ -494,6 +495,10 @@ mod tests {
         assert_eq!(row_cells("Service", &svc, now())[1..5], [json!("NodePort"), json!("127.96.0.10"), json!("<none>"), json!("80:30080/TCP")]);
         let lb = json!({"metadata": {"name": "s"}, "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}});
         assert_eq!(row_cells("Service", &lb, now())[3], "<pending>");
+        let rc = json!({"metadata": {"name": "r"}, "spec": {"replicas": 2, "selector": {"app": "x", "tier": "web"}, "template": {"spec": {"containers": [{"name": "c", "image": "i:1"}]}}}, "status": {"replicas": 2, "readyReplicas": 1}});
+        let cells = row_cells("ReplicationController", &rc, now());
+        assert_eq!(cells, [json!("r"), json!(2), json!(2), json!(1), json!("<unknown>"), json!("c"), json!("i:1"), json!("app=x,tier=web")]);
+        assert_eq!(cells.len(), column_definitions("ReplicationController").len());
         let secret = json!({"metadata": {"name": "s"}, "type": "Opaque", "data": {"a": "", "b": ""}});
         assert_eq!(row_cells("Secret", &secret, now())[1..3], [json!("Opaque"), json!(2)]);
         let node = json!({"metadata": {"name": "n", "labels": {"node-role.kubernetes.io/control-plane": ""}}, "spec": {"unschedulable": true}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}});

@@ -336,6 +336,42 @@ impl V {
         self.pod_spec(tspec, "spec.template.spec", &["Always"]);
     }
 
+    /// A ReplicationController: its selector is a map of labels that must not be empty and
+    /// must match the template's labels; the template is required, restarts `Always` and
+    /// has no deadline. (The selector, unlike a ReplicaSet's, may change.)
+    fn replication_controller(&mut self, obj: &Value) {
+        let spec = obj.get("spec").unwrap_or(&Value::Null);
+        self.non_negative(spec, "/minReadySeconds", "spec.minReadySeconds");
+        let selector = spec.get("selector").and_then(Value::as_object).filter(|m| !m.is_empty());
+        match selector {
+            None => self.push(FieldError::required("spec.selector", "")),
+            Some(sel) => {
+                for (k, v) in sel {
+                    self.invalid_each("spec.selector", k, qualified_name_errors(k));
+                    if let Some(v) = v.as_str() {
+                        self.invalid_each("spec.selector", v, label_value_errors(v));
+                    }
+                }
+            }
+        }
+        self.non_negative(spec, "/replicas", "spec.replicas");
+        let Some(template) = spec.get("template").filter(|t| !t.is_null()) else {
+            self.push(FieldError::required("spec.template", ""));
+            return;
+        };
+        if let Some(sel) = selector {
+            let labels = template.pointer("/metadata/labels");
+            if !sel.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v)) {
+                self.push(FieldError::invalid_rendered("spec.template.metadata.labels", go_map(labels), "`selector` does not match template `labels`"));
+            }
+        }
+        let tspec = template.get("spec").unwrap_or(&Value::Null);
+        self.pod_spec(tspec, "spec.template.spec", &["Always"]);
+        if tspec.get("activeDeadlineSeconds").is_some_and(|v| !v.is_null()) {
+            self.push(FieldError::forbidden("spec.template.spec.activeDeadlineSeconds", "activeDeadlineSeconds in ReplicationController is not Supported"));
+        }
+    }
+
     fn selector_matches(&mut self, spec: &Value, path: &str, required: bool) {
         let Some(sel) = spec.get("selector").filter(|s| !s.is_null()) else {
             if required {
@@ -567,6 +603,7 @@ pub fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Vec<FieldError>
             v.deployment(obj);
         }
         "ReplicaSet" | "StatefulSet" | "DaemonSet" => v.workload(obj, kind),
+        "ReplicationController" => v.replication_controller(obj),
         "Job" => v.job_spec(obj.get("spec").unwrap_or(&Value::Null), "spec"),
         "CronJob" => v.cronjob(obj),
         "Service" => v.service(obj),
@@ -645,6 +682,7 @@ pub fn check_schema(kind: &str, obj: &Value) -> Result<Vec<String>, String> {
         "Node" => typed::<core::Node>(obj),
         "Event" => typed::<core::Event>(obj),
         "ServiceAccount" => typed::<core::ServiceAccount>(obj),
+        "ReplicationController" => typed::<core::ReplicationController>(obj),
         "Deployment" => typed::<apps::Deployment>(obj),
         "ReplicaSet" => typed::<apps::ReplicaSet>(obj),
         "StatefulSet" => typed::<apps::StatefulSet>(obj),
@@ -708,6 +746,36 @@ mod tests {
         assert!(validate("Service", &svc, None).is_empty());
         let cm = json!({"metadata": {"name": "c"}, "data": {"a.b": "x", "KEY_1": "y"}});
         assert!(validate("ConfigMap", &cm, None).is_empty());
+    }
+
+    #[test]
+    fn replication_controllers() {
+        let rc = |selector: Value, labels: Value| {
+            json!({"metadata": {"name": "r"}, "spec": {"replicas": 1, "selector": selector, "template": {"metadata": {"labels": labels},
+                "spec": {"restartPolicy": "Always", "containers": [{"name": "c", "image": "i:1"}]}}}})
+        };
+        let ok = rc(json!({"app": "web"}), json!({"app": "web", "v": "1"}));
+        assert!(validate("ReplicationController", &ok, None).is_empty(), "{:?}", messages(&validate("ReplicationController", &ok, None)));
+        assert!(check_schema("ReplicationController", &ok).unwrap().is_empty());
+        // The selector may change, unlike a ReplicaSet's.
+        let moved = rc(json!({"v": "1"}), json!({"app": "web", "v": "1"}));
+        assert!(validate("ReplicationController", &moved, Some(&ok)).is_empty());
+        let e = messages(&validate("ReplicationController", &rc(json!({"app": "web"}), json!({"app": "db"})), None));
+        assert_eq!(e, vec!["spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"db\"}: `selector` does not match template `labels`"]);
+        let e = messages(&validate("ReplicationController", &rc(json!({}), json!({"app": "db"})), None));
+        assert_eq!(e, vec!["spec.selector: Required value"]);
+        let mut bad = ok.clone();
+        bad["spec"]["replicas"] = json!(-1);
+        bad["spec"]["template"]["spec"]["restartPolicy"] = json!("Never");
+        bad["spec"]["template"]["spec"]["activeDeadlineSeconds"] = json!(5);
+        let e = messages(&validate("ReplicationController", &bad, None));
+        assert_eq!(e, vec![
+            "spec.replicas: Invalid value: -1: must be greater than or equal to 0",
+            "spec.template.spec.restartPolicy: Unsupported value: \"Never\": supported values: \"Always\"",
+            "spec.template.spec.activeDeadlineSeconds: Forbidden: activeDeadlineSeconds in ReplicationController is not Supported",
+        ]);
+        let e = messages(&validate("ReplicationController", &json!({"metadata": {"name": "r"}, "spec": {"selector": {"a": "b"}}}), None));
+        assert_eq!(e, vec!["spec.template: Required value"]);
     }
 
     #[test]

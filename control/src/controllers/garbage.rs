@@ -24,7 +24,7 @@ pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
 
 /// Kinds whose deletion the collector finishes: the API server puts the orphan and
 /// foreground finalizers only on these, since nothing else would take them off.
-pub const OWNER_KINDS: &[&str] = &["Deployment", "ReplicaSet", "StatefulSet", "DaemonSet", "Job", "CronJob"];
+pub const OWNER_KINDS: &[&str] = &["Deployment", "ReplicaSet", "ReplicationController", "StatefulSet", "DaemonSet", "Job", "CronJob"];
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct ObjRef {

@@ -1,16 +1,16 @@
 //! The controller manager: API clients (like the node agent) that keep caches of pods,
-//! ReplicaSets and Deployments fed by watches, turn changes into work-queue keys for the
+//! the workloads and more fed by watches, turn changes into work-queue keys for the
 //! controllers, and feed the garbage collector's graph of owners and dependents.
 
 use super::garbage::{self, Collector};
 use super::runner::{self, Key, Queue};
 use super::scheduler::{self, Scheduler};
-use super::{cronjob, daemonset, deployment, disruption, endpoints, job, nodelifecycle, replicaset, serviceaccount, servicelb, statefulset};
+use super::{cronjob, daemonset, deployment, disruption, endpoints, job, nodelifecycle, replicaset, replicationcontroller, serviceaccount, servicelb, statefulset};
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ReplicationController, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
@@ -45,6 +45,7 @@ pub struct Ctx {
     pub client: kube::Client,
     pub pods: Store<Pod>,
     pub replicasets: Store<ReplicaSet>,
+    pub replication_controllers: Store<ReplicationController>,
     pub deployments: Store<Deployment>,
     pub jobs: Store<Job>,
     pub cronjobs: Store<CronJob>,
@@ -58,6 +59,7 @@ pub struct Ctx {
     pub services: Store<Service>,
     pub endpoint_slices: Store<EndpointSlice>,
     pub rs_queue: Queue,
+    pub rc_queue: Queue,
     pub deploy_queue: Queue,
     pub job_queue: Queue,
     pub cron_queue: Queue,
@@ -78,6 +80,7 @@ pub async fn run(config: kube::Config, settings: Settings, shutdown: impl std::f
     let client = kube::Client::try_from(config)?;
     let (pods, pods_w) = reflector::store::<Pod>();
     let (replicasets, rs_w) = reflector::store::<ReplicaSet>();
+    let (replication_controllers, rc_w) = reflector::store::<ReplicationController>();
     let (deployments, d_w) = reflector::store::<Deployment>();
     let (jobs, jobs_w) = reflector::store::<Job>();
     let (cronjobs, cron_w) = reflector::store::<CronJob>();
@@ -98,6 +101,7 @@ pub async fn run(config: kube::Config, settings: Settings, shutdown: impl std::f
         client: client.clone(),
         pods,
         replicasets,
+        replication_controllers,
         deployments,
         jobs,
         cronjobs,
@@ -111,6 +115,7 @@ pub async fn run(config: kube::Config, settings: Settings, shutdown: impl std::f
         services,
         endpoint_slices,
         rs_queue: Queue::default(),
+        rc_queue: Queue::default(),
         deploy_queue: Queue::default(),
         job_queue: Queue::default(),
         cron_queue: Queue::default(),
@@ -139,6 +144,7 @@ pub async fn run(config: kube::Config, settings: Settings, shutdown: impl std::f
         let Some(owner) = pod.metadata.owner_references.iter().flatten().find(|r| r.controller == Some(true)) else { return };
         let queue = match owner.kind.as_str() {
             "ReplicaSet" => &ctx.rs_queue,
+            "ReplicationController" => &ctx.rc_queue,
             "Job" => &ctx.job_queue,
             "StatefulSet" => &ctx.sts_queue,
             "DaemonSet" => &ctx.ds_queue,
@@ -152,6 +158,9 @@ pub async fn run(config: kube::Config, settings: Settings, shutdown: impl std::f
         if let Some(owner) = controller_of(rs.metadata.owner_references.as_deref(), "Deployment") {
             ctx.deploy_queue.add((ns, owner.name.clone()));
         }
+    });
+    watch(&mut tasks, &ctx, rc_w, |ctx, rc: &ReplicationController, _| {
+        ctx.rc_queue.add(key_of(rc.metadata.namespace.as_deref(), rc.metadata.name.as_deref()));
     });
     watch(&mut tasks, &ctx, d_w, |ctx, d: &Deployment, _| {
         ctx.deploy_queue.add(key_of(d.metadata.namespace.as_deref(), d.metadata.name.as_deref()));
@@ -217,6 +226,7 @@ pub async fn run(config: kube::Config, settings: Settings, shutdown: impl std::f
         tasks.spawn(async move {
             let _ = ctx.pods.wait_until_ready().await;
             let _ = ctx.replicasets.wait_until_ready().await;
+            let _ = ctx.replication_controllers.wait_until_ready().await;
             let _ = ctx.deployments.wait_until_ready().await;
             let _ = ctx.jobs.wait_until_ready().await;
             let _ = ctx.cronjobs.wait_until_ready().await;
@@ -233,6 +243,7 @@ pub async fn run(config: kube::Config, settings: Settings, shutdown: impl std::f
                 // One scheduler worker: each pass sees the bindings of the one before.
                 runner::run("scheduler", ctx.sched_queue.clone(), ctx.clone(), 1, scheduler::reconcile, runner::error_policy),
                 runner::run("replicaset", ctx.rs_queue.clone(), ctx.clone(), 4, replicaset::reconcile, runner::error_policy),
+                runner::run("replicationcontroller", ctx.rc_queue.clone(), ctx.clone(), 2, replicationcontroller::reconcile, runner::error_policy),
                 runner::run("deployment", ctx.deploy_queue.clone(), ctx.clone(), 2, deployment::reconcile, runner::error_policy),
                 runner::run("job", ctx.job_queue.clone(), ctx.clone(), 4, job::reconcile, runner::error_policy),
                 runner::run("cronjob", ctx.cron_queue.clone(), ctx.clone(), 2, cronjob::reconcile, runner::error_policy),

@@ -1,7 +1,7 @@
 //! Control loops. In the API server's process, on the store: the namespace lifecycle
 //! (which the API contract itself needs). As API clients, run by the [`manager`] through
-//! the [`runner`]: the [`scheduler`], ReplicaSets, Deployments, Jobs, CronJobs,
-//! StatefulSets, DaemonSets, node lifecycle, disruption budgets, ServiceAccounts and
+//! the [`runner`]: the [`scheduler`], ReplicaSets, ReplicationControllers, Deployments,
+//! Jobs, CronJobs, StatefulSets, DaemonSets, node lifecycle, disruption budgets, ServiceAccounts and
 //! the [`garbage`] collector.
 pub mod cronjob;
 pub mod daemonset;
@@ -16,6 +16,7 @@ pub mod namespace;
 pub mod nodelifecycle;
 pub mod pods;
 pub mod replicaset;
+pub mod replicationcontroller;
 pub mod revisions;
 pub mod runner;
 pub mod scheduler;

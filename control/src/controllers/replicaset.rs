@@ -1,14 +1,19 @@
 //! ReplicaSet: keeps `spec.replicas` pods matching the selector, adopting orphans and
 //! releasing pods that stopped matching, and reports replicas, ready and available counts.
+//!
+//! The same loop serves ReplicationControllers (replicationcontroller.rs): [`sync`] works on
+//! any [`Replicated`] workload, whatever form its selector takes.
 
 use super::events::{self, Type};
 use super::manager::{controller_of, selector_matches, Ctx};
 use super::pods::{self, is_active, is_ready, Naming};
 use super::runner::{Action, Error, Key};
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::reflector::ObjectRef;
+use kube::Resource;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +21,58 @@ use std::time::Duration;
 /// Pods created or deleted per reconcile at most (upstream's burst is 500).
 const BURST: usize = 500;
 
+/// A workload that keeps `replicas` copies of a pod template: what [`sync`] reads of it.
+pub trait Replicated: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static {
+    /// The component its events come from (`replicaset-controller`).
+    const COMPONENT: &'static str;
+    /// The pods it selects, as a label selector (an empty one selects nothing).
+    fn selector(&self) -> LabelSelector;
+    fn replicas(&self) -> Option<i32>;
+    fn min_ready_seconds(&self) -> Option<i32>;
+    fn template(&self) -> Option<&PodTemplateSpec>;
+    /// The counts its status shows now, if it has a status.
+    fn reported(&self) -> Option<Counts>;
+}
 
+/// What the status of a replicated workload reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Counts {
+    pub replicas: i64,
+    pub fully_labeled: i64,
+    pub ready: i64,
+    pub available: i64,
+    pub observed_generation: Option<i64>,
+}
+
+impl Replicated for ReplicaSet {
+    const COMPONENT: &'static str = "replicaset-controller";
+
+    fn selector(&self) -> LabelSelector {
+        self.spec.selector.clone()
+    }
+
+    fn replicas(&self) -> Option<i32> {
+        self.spec.replicas
+    }
+
+    fn min_ready_seconds(&self) -> Option<i32> {
+        self.spec.min_ready_seconds
+    }
+
+    fn template(&self) -> Option<&PodTemplateSpec> {
+        self.spec.template.as_ref()
+    }
+
+    fn reported(&self) -> Option<Counts> {
+        self.status.as_ref().map(|s| Counts {
+            replicas: s.replicas.into(),
+            fully_labeled: s.fully_labeled_replicas.unwrap_or(0).into(),
+            ready: s.ready_replicas.unwrap_or(0).into(),
+            available: s.available_replicas.unwrap_or(0).into(),
+            observed_generation: s.observed_generation,
+        })
+    }
+}
 
 /// Ready for at least `min_ready`; otherwise how long until it will be.
 fn available_in(p: &Pod, min_ready: Duration) -> Option<Duration> {
@@ -31,18 +87,25 @@ fn available_in(p: &Pod, min_ready: Duration) -> Option<Duration> {
 
 pub async fn reconcile(key: Key, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let Some(rs) = ctx.replicasets.get(&ObjectRef::new(&key.1).within(&key.0)) else { return Ok(Action::AwaitChange) };
-    if rs.metadata.deletion_timestamp.is_some() {
+    sync(rs, &key, &ctx).await
+}
+
+/// One pass over a replicated workload `obj` (the newest the cache has of `key`): adopt,
+/// release, create or delete pods, then write its status if the counts changed.
+pub async fn sync<K: Replicated>(obj: Arc<K>, key: &Key, ctx: &Ctx) -> Result<Action, Error> {
+    let kind = K::kind(&());
+    if obj.meta().deletion_timestamp.is_some() {
         return Ok(Action::AwaitChange);
     }
-    let uid = rs.metadata.uid.clone().unwrap_or_default();
-    let spec = rs.spec.clone();
-    let want = usize::try_from(spec.replicas.unwrap_or(1)).unwrap_or(0);
+    let uid = obj.meta().uid.clone().unwrap_or_default();
+    let selector = obj.selector();
+    let want = usize::try_from(obj.replicas().unwrap_or(1)).unwrap_or(0);
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &key.0);
 
     let mut owned: Vec<Arc<Pod>> = Vec::new();
     for pod in ctx.pods.state().into_iter().filter(|p| p.metadata.namespace.as_deref() == Some(key.0.as_str())) {
-        let matches = selector_matches(&spec.selector, pod.metadata.labels.as_ref());
-        let controller = controller_of(pod.metadata.owner_references.as_deref(), "ReplicaSet").or_else(|| pod.metadata.owner_references.iter().flatten().find(|r| r.controller == Some(true)));
+        let matches = selector_matches(&selector, pod.metadata.labels.as_ref());
+        let controller = pod.metadata.owner_references.iter().flatten().find(|r| r.controller == Some(true));
         match controller {
             Some(c) if c.uid == uid => {
                 if matches {
@@ -57,7 +120,7 @@ pub async fn reconcile(key: Key, ctx: Arc<Ctx>) -> Result<Action, Error> {
             None if matches && is_active(&pod) => {
                 // An orphan that matches: adopt it.
                 let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
-                refs.push(pods::owner_ref(rs.as_ref()));
+                refs.push(pods::owner_ref(obj.as_ref()));
                 let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": pod.metadata.resource_version}});
                 pods_api.patch(pod.metadata.name.as_deref().unwrap_or_default(), &PatchParams::default(), &Patch::Merge(patch)).await?;
                 owned.push(pod);
@@ -69,17 +132,17 @@ pub async fn reconcile(key: Key, ctx: Arc<Ctx>) -> Result<Action, Error> {
 
     if active.len() < want {
         let n = (want - active.len()).min(BURST);
-        let template = spec.template.as_ref().ok_or_else(|| Error::Invalid("replicaset has no pod template".into()))?;
+        let template = obj.template().ok_or_else(|| Error::Invalid(format!("{} has no pod template", kind.to_lowercase())))?;
         let mut created = Vec::new();
         for _ in 0..n {
-            let pod = pods::from_template(template, pods::owner_ref(rs.as_ref()), Naming::Generate(format!("{}-", key.1))).map_err(|e| Error::Invalid(format!("pod template: {e}")))?;
+            let pod = pods::from_template(template, pods::owner_ref(obj.as_ref()), Naming::Generate(format!("{}-", key.1))).map_err(|e| Error::Invalid(format!("pod template: {e}")))?;
             created.push(pods::create(&pods_api, &pod).await?);
         }
-        tracing::info!(replicaset = %key.1, created = created.len(), "created pods");
+        tracing::info!(kind = %kind, name = %key.1, created = created.len(), "created pods");
         for name in &created {
-            events::spawn(&ctx.client, "replicaset-controller", &rs, Type::Normal, "SuccessfulCreate", format!("Created pod: {name}"));
+            events::spawn(&ctx.client, K::COMPONENT, &obj, Type::Normal, "SuccessfulCreate", format!("Created pod: {name}"));
         }
-        pods::wait_for_cache(&ctx, &key.0, &created, pods::created).await;
+        pods::wait_for_cache(ctx, &key.0, &created, pods::created).await;
     } else if active.len() > want {
         let mut doomed: Vec<&Arc<Pod>> = active.clone();
         // Upstream's order: unscheduled, then pending, then not ready, then the newest.
@@ -93,22 +156,21 @@ pub async fn reconcile(key: Key, ctx: Arc<Ctx>) -> Result<Action, Error> {
         for name in &names {
             pods::delete(&pods_api, name).await?;
         }
-        tracing::info!(replicaset = %key.1, deleted = names.len(), "deleted pods");
+        tracing::info!(kind = %kind, name = %key.1, deleted = names.len(), "deleted pods");
         for name in &names {
-            events::spawn(&ctx.client, "replicaset-controller", &rs, Type::Normal, "SuccessfulDelete", format!("Deleted pod: {name}"));
+            events::spawn(&ctx.client, K::COMPONENT, &obj, Type::Normal, "SuccessfulDelete", format!("Deleted pod: {name}"));
         }
-        pods::wait_for_cache(&ctx, &key.0, &names, pods::deleted).await;
+        pods::wait_for_cache(ctx, &key.0, &names, pods::deleted).await;
     }
 
     // Status from what the cache shows now.
-    let min_ready = Duration::from_secs(u64::try_from(spec.min_ready_seconds.unwrap_or(0)).unwrap_or(0));
+    let min_ready = Duration::from_secs(u64::try_from(obj.min_ready_seconds().unwrap_or(0)).unwrap_or(0));
     let current: Vec<Arc<Pod>> = ctx
         .pods
         .state()
         .into_iter()
-        .filter(|p| p.metadata.namespace.as_deref() == Some(key.0.as_str()) && controller_of(p.metadata.owner_references.as_deref(), "ReplicaSet").is_some_and(|c| c.uid == uid) && is_active(p))
+        .filter(|p| p.metadata.namespace.as_deref() == Some(key.0.as_str()) && controller_of(p.metadata.owner_references.as_deref(), &kind).is_some_and(|c| c.uid == uid) && is_active(p))
         .collect();
-    let ready = current.iter().filter(|p| is_ready(p)).count();
     let mut next_look: Option<Duration> = None;
     let available = current
         .iter()
@@ -121,21 +183,24 @@ pub async fn reconcile(key: Key, ctx: Arc<Ctx>) -> Result<Action, Error> {
             None => false,
         })
         .count();
-    let template_labels = spec.template.as_ref().and_then(|t| t.metadata.as_ref()).and_then(|m| m.labels.clone()).unwrap_or_default();
-    let fully_labeled = current.iter().filter(|p| template_labels.iter().all(|(k, v)| p.metadata.labels.as_ref().and_then(|l| l.get(k)) == Some(v))).count();
-    let status = json!({
-        "replicas": current.len(),
-        "fullyLabeledReplicas": fully_labeled,
-        "readyReplicas": ready,
-        "availableReplicas": available,
-        "observedGeneration": rs.metadata.generation,
-    });
-    let old = rs.status.as_ref();
-    let unchanged = old.is_some_and(|s| {
-        s.replicas as usize == current.len() && s.ready_replicas.unwrap_or(0) as usize == ready && s.available_replicas.unwrap_or(0) as usize == available && s.observed_generation == rs.metadata.generation && s.fully_labeled_replicas.unwrap_or(0) as usize == fully_labeled
-    });
-    if !unchanged {
-        let api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &key.0);
+    let template_labels = obj.template().and_then(|t| t.metadata.as_ref()).and_then(|m| m.labels.clone()).unwrap_or_default();
+    let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    let counts = Counts {
+        replicas: count(current.len()),
+        fully_labeled: count(current.iter().filter(|p| template_labels.iter().all(|(k, v)| p.metadata.labels.as_ref().and_then(|l| l.get(k)) == Some(v))).count()),
+        ready: count(current.iter().filter(|p| is_ready(p)).count()),
+        available: count(available),
+        observed_generation: obj.meta().generation,
+    };
+    if obj.reported().as_ref() != Some(&counts) {
+        let status = json!({
+            "replicas": counts.replicas,
+            "fullyLabeledReplicas": counts.fully_labeled,
+            "readyReplicas": counts.ready,
+            "availableReplicas": counts.available,
+            "observedGeneration": counts.observed_generation,
+        });
+        let api: Api<K> = Api::namespaced(ctx.client.clone(), &key.0);
         api.patch_status(&key.1, &PatchParams::default(), &Patch::Merge(json!({"status": status}))).await?;
     }
     Ok(next_look.map_or(Action::AwaitChange, |d| Action::RequeueAfter(d + Duration::from_millis(50))))

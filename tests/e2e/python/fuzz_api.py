@@ -112,7 +112,43 @@ def mutate_bytes(raw):
     return bytes(raw)
 
 
-def body_for(base, name):
+def pb_varint(n):
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def pb_bytes(tag, b):
+    return pb_varint(tag << 3 | 2) + pb_varint(len(b)) + b
+
+
+def pb_int(tag, n):
+    return pb_varint(tag << 3) + pb_varint(n)
+
+
+def pb_envelope(api_version, kind, raw):
+    type_meta = pb_bytes(1, api_version.encode()) + pb_bytes(2, kind.encode())
+    return b"k8s\0" + pb_bytes(1, type_meta) + pb_bytes(2, raw)
+
+
+def pb_meta(name):
+    return pb_bytes(1, name.encode()) + pb_bytes(11, pb_bytes(1, b"fuzz") + pb_bytes(2, b"yes"))
+
+
+def pb_body(path, name):
+    """A valid protobuf body for the kinds whose fields are few: ConfigMap and Service."""
+    if path.endswith("/services"):
+        port = pb_bytes(1, b"http") + pb_int(3, 80) + pb_bytes(4, pb_int(1, 0) + pb_int(2, 8080)) + pb_int(5, 0)
+        spec = pb_bytes(1, port) + pb_bytes(2, pb_bytes(1, b"a") + pb_bytes(2, b"b")) + pb_bytes(4, b"ClusterIP")
+        return pb_envelope("v1", "Service", pb_bytes(1, pb_meta(name)) + pb_bytes(2, spec))
+    raw = pb_bytes(1, pb_meta(name)) + pb_bytes(2, pb_bytes(1, b"k") + pb_bytes(2, b"v"))
+    return pb_envelope("v1", "ConfigMap", raw)
+
+
+def body_for(base, name, path):
     doc = json.loads(json.dumps(base))
     doc["metadata"]["name"] = name
     r = rng.random()
@@ -120,8 +156,14 @@ def body_for(base, name):
         return json.dumps(mutate_structure(doc)).encode(), "application/json"
     if r < 0.85:
         return mutate_bytes(json.dumps(doc).encode()), "application/json"
-    if r < 0.95:
+    if r < 0.9:
         return mutate_bytes(b"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: y\ndata:\n  a: b\n"), "application/yaml"
+    if r < 0.95:
+        # Protobuf: truncated, flipped, padded, or an unknown field appended.
+        body = pb_body(path, name)
+        if rng.random() < 0.2:
+            return body + pb_bytes(rng.randint(50, 2000), b"unknown"), "application/vnd.kubernetes.protobuf"
+        return mutate_bytes(body), "application/vnd.kubernetes.protobuf"
     return bytes(rng.randrange(256) for _ in range(rng.randint(0, 200))), rng.choice(["application/vnd.kubernetes.protobuf", "application/json"])
 
 
@@ -156,7 +198,7 @@ PATCH_TYPES = ["application/merge-patch+json", "application/strategic-merge-patc
 for i in range(count):
     path = rng.choice(list(BASES))
     if rng.random() < 0.5:
-        body, ctype = body_for(BASES[path], f"fz{i}")
+        body, ctype = body_for(BASES[path], f"fz{i}", path)
         status, data = request("POST", path, body, ctype)
         check(status, data, f"create {path} {body[:120]!r}")
     else:
