@@ -661,3 +661,84 @@ fn the_scheduler_explains_what_fits_nowhere_and_places_by_selector_taint_and_ant
     let scheduled = c.ok(&["get", "events", "--field-selector", "involvedObject.name=intolerant,reason=Scheduled", "-o", "jsonpath={.items[*].message}"]);
     assert_eq!(scheduled, "Successfully assigned default/intolerant to node-three");
 }
+
+/// A ReplicationController running the WAGI hello module, with no selector of its own:
+/// the API server takes it from the template's labels.
+fn hello_rc(name: &str, image: &str, replicas: u32) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: ReplicationController
+metadata: {{name: {name}}}
+spec:
+  replicas: {replicas}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+      annotations: {{wasmkube.io/executor: wagi}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: web
+        image: "{image}"
+        ports: [{{containerPort: 8080}}]
+"#
+    )
+}
+
+#[test]
+fn replication_controllers_keep_scale_and_take_their_pods_with_them() {
+    let (c, _dir) = Cluster::start();
+    let image = c.push_example("hello-wagi");
+    c.apply(&hello_rc("old", &image, 2));
+    assert_eq!(c.jsonpath(&["rc", "old"], "{.spec.selector}"), r#"{"app":"old"}"#);
+    assert_eq!(c.jsonpath(&["rc", "old"], "{.metadata.labels}"), r#"{"app":"old"}"#);
+    c.wait_jsonpath(&["rc", "old"], "{.status.readyReplicas}", "2", 60);
+    c.wait_jsonpath(&["rc", "old"], "{.status.availableReplicas}", "2", 30);
+    assert_eq!(c.jsonpath(&["rc", "old"], "{.status.fullyLabeledReplicas}"), "2");
+    assert_eq!(c.jsonpath(&["rc", "old"], "{.status.observedGeneration}"), c.jsonpath(&["rc", "old"], "{.metadata.generation}"));
+    let pods = live_pods(&c, "app=old", &[]);
+    assert_eq!(pods.len(), 2);
+    let owner = c.jsonpath(&["pod", &pods[0]], "{.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}/{.metadata.ownerReferences[0].controller}");
+    assert_eq!(owner, "ReplicationController/old/true");
+
+    // kubectl's columns, as upstream prints them.
+    let table = c.ok(&["get", "rc", "-o", "wide"]);
+    let mut rows = table.lines();
+    let header: Vec<&str> = rows.next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "DESIRED", "CURRENT", "READY", "AGE", "CONTAINERS", "IMAGES", "SELECTOR"], "{table}");
+    let row: Vec<&str> = rows.next().unwrap().split_whitespace().collect();
+    assert_eq!((row[..4].to_vec(), row[5..].to_vec()), (vec!["old", "2", "2", "2"], vec!["web", image.as_str(), "app=old"]), "{table}");
+    assert!(c.ok(&["get", "all"]).contains("replicationcontroller/old"));
+
+    // A deleted pod is replaced; scale goes both ways.
+    c.ok(&["delete", "pod", &pods[0], "--wait=false"]);
+    wait_for(60, "a replacement pod", || {
+        let live = live_pods(&c, "app=old", &[]);
+        (live.len() == 2 && !live.contains(&pods[0])).then_some(())
+    });
+    c.ok(&["scale", "rc", "old", "--replicas=3"]);
+    c.wait_jsonpath(&["rc", "old"], "{.status.readyReplicas}", "3", 60);
+    c.ok(&["scale", "rc/old", "--replicas=1"]);
+    c.wait_jsonpath(&["rc", "old"], "{.status.replicas}", "1", 60);
+    wait_for(60, "one pod left", || (live_pods(&c, "app=old", &[]).len() == 1).then_some(()));
+
+    // An invalid one is refused as upstream refuses it.
+    let bad = hello_rc("bad", &image, 1).replace("  replicas: 1\n", "  replicas: 1\n  selector: {app: other}\n");
+    let out = c.kubectl_stdin(&["apply", "-f", "-"], &bad);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("spec.template.metadata.labels: Invalid value") && err.contains("`selector` does not match template `labels`"), "{err}");
+
+    // `cluster-info dump` reads every kind it knows, ReplicationControllers among them.
+    let dump = c.ok(&["cluster-info", "dump", "--namespaces", "default"]);
+    assert!(dump.contains("\"kind\": \"ReplicationControllerList\""), "{dump}");
+
+    // Background deletion takes the pods along (the garbage collector follows the kind);
+    // foreground waits for them.
+    c.ok(&["delete", "rc", "old"]);
+    wait_for(60, "old's pods gone", || c.ok(&["get", "pods", "-l", "app=old", "-o", "name"]).trim().is_empty().then_some(()));
+    c.apply(&hello_rc("fg", &image, 2));
+    c.wait_jsonpath(&["rc", "fg"], "{.status.readyReplicas}", "2", 60);
+    c.ok(&["delete", "rc", "fg", "--cascade=foreground"]);
+    assert_eq!(c.ok(&["get", "pods", "-l", "app=fg", "-o", "name"]).trim(), "");
+    c.stop();
+}

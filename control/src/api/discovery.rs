@@ -7,18 +7,33 @@ use serde_json::{json, Value};
 /// The Kubernetes version we speak: kubectl 1.32 warns about larger skews.
 pub const KUBE_MINOR: &str = "32";
 
-pub fn version() -> Value {
-    json!({
-        "major": "1",
-        "minor": KUBE_MINOR,
-        "gitVersion": format!("v1.{KUBE_MINOR}.0-wasmkube.{}", env!("CARGO_PKG_VERSION")),
-        "gitCommit": "",
-        "gitTreeState": "clean",
-        "buildDate": "1970-01-01T00:00:00Z",
-        "goVersion": "n/a (rust)",
-        "compiler": "rustc",
-        "platform": format!("{}/{}", std::env::consts::OS, if cfg!(target_arch = "x86_64") { "amd64" } else { std::env::consts::ARCH }),
-    })
+/// `/version`, as upstream's `version.Info` writes it (fields in its declaration order).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionInfo {
+    major: &'static str,
+    minor: &'static str,
+    git_version: String,
+    git_commit: &'static str,
+    git_tree_state: &'static str,
+    build_date: &'static str,
+    go_version: &'static str,
+    compiler: &'static str,
+    platform: String,
+}
+
+pub fn version() -> VersionInfo {
+    VersionInfo {
+        major: "1",
+        minor: KUBE_MINOR,
+        git_version: format!("v1.{KUBE_MINOR}.0-wasmkube.{}", env!("CARGO_PKG_VERSION")),
+        git_commit: "",
+        git_tree_state: "clean",
+        build_date: "1970-01-01T00:00:00Z",
+        go_version: "n/a (rust)",
+        compiler: "rustc",
+        platform: format!("{}/{}", std::env::consts::OS, if cfg!(target_arch = "x86_64") { "amd64" } else { std::env::consts::ARCH }),
+    }
 }
 
 pub fn api_versions() -> Value {

@@ -58,25 +58,33 @@ impl Encoder {
             Wanted::Metadata => json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": obj.get("metadata")}),
             Wanted::Object => obj.clone(),
         };
-        line(&json!({"type": kind, "object": object}))
+        line(&WatchEvent { r#type: kind, object })
     }
 
     fn bookmark(&self, revision: u64) -> Bytes {
-        line(&json!({"type": "BOOKMARK", "object": {
+        line(&WatchEvent { r#type: "BOOKMARK", object: json!({
             "kind": self.res.kind, "apiVersion": self.res.api_version(),
             "metadata": {"resourceVersion": revision.to_string()},
-        }}))
+        })})
     }
 }
 
-fn line(v: &Value) -> Bytes {
+/// One event of a watch stream, serialized as upstream's `metav1.WatchEvent`: `type`
+/// before `object`.
+#[derive(serde::Serialize)]
+struct WatchEvent<'a, T: serde::Serialize> {
+    r#type: &'a str,
+    object: T,
+}
+
+fn line(v: &impl serde::Serialize) -> Bytes {
     let mut b = serde_json::to_vec(v).unwrap_or_default();
     b.push(b'\n');
     Bytes::from(b)
 }
 
 fn expired(message: String) -> Bytes {
-    line(&json!({"type": "ERROR", "object": ApiError::Expired(message).to_status()}))
+    line(&WatchEvent { r#type: "ERROR", object: ApiError::Expired(message).status() })
 }
 
 pub fn watch(state: &ApiState, addr: &Address, query: Query, wanted: Wanted) -> ApiResult<Response> {
@@ -157,4 +165,19 @@ pub fn watch(state: &ApiState, addr: &Address, query: Query, wanted: Wanted) -> 
 
     let stream = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
     Ok((StatusCode::OK, [(axum::http::header::CONTENT_TYPE, "application/json")], Body::from_stream(stream)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_written_as_upstream_orders_them() {
+        let res = super::super::resources::find("", "v1", "configmaps").unwrap();
+        let mut enc = Encoder { res, wanted: Wanted::Object, query: Query::default(), sent_columns: false };
+        let ev = enc.event("ADDED", &json!({"kind": "ConfigMap"}));
+        assert_eq!(&ev[..], b"{\"type\":\"ADDED\",\"object\":{\"kind\":\"ConfigMap\"}}\n");
+        let err = expired("too old".into());
+        assert!(err.starts_with(b"{\"type\":\"ERROR\",\"object\":{\"kind\":\"Status\",\"apiVersion\":\"v1\",\"metadata\":{},\"status\":\"Failure\",\"message\":\"too old\",\"reason\":\"Expired\""), "{}", String::from_utf8_lossy(&err));
+    }
 }
