@@ -31,7 +31,8 @@ fn the_python_client_drives_typed_apis_yaml_helpers_and_quantities() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "client_e2e.py failed:\n{stdout}\n{stderr}");
-    // Its closing line, e.g. "14 passed, 0 failed".
+    println!("{stdout}");
+    // Its closing line, e.g. "16 passed, 0 failed".
     let summary = stdout.lines().last().unwrap_or_default();
     let counts: Vec<u32> = summary.split([' ', ',']).filter_map(|w| w.parse().ok()).collect();
     assert!(summary.ends_with(" passed, 0 failed") && counts.first().is_some_and(|&n| n > 0), "{summary}\n{stdout}\n{stderr}");

@@ -1,7 +1,8 @@
 """The official Python client (the pinned `kubernetes` release) against a fresh wasmkube
 cluster: typed CoreV1Api / AppsV1Api / BatchV1Api calls for each kind the client's users
 reach for, `kubernetes.utils.create_from_yaml` / `create_from_dict` /
-`create_from_directory` on the files in yaml/, and the client's quantity helpers.
+`create_from_directory` on the files in yaml/ (and with server-side apply), a watch, and
+the client's quantity helpers.
 
 Environment: KUBECONFIG (the cluster), WEB_IMAGE (the WAGI hello module, pushed to the
 cluster's registry) and JOB_IMAGE (the run-to-completion job module). `@WEB_IMAGE@` and
@@ -19,7 +20,7 @@ import time
 import traceback
 from decimal import Decimal
 
-from kubernetes import client, config, utils
+from kubernetes import client, config, utils, watch
 from kubernetes.client.rest import ApiException
 from kubernetes.utils.quantity import format_quantity, parse_quantity
 
@@ -499,6 +500,37 @@ def create_from_dict_single_object_and_typed_list():
     core.delete_collection_namespaced_config_map(NS, label_selector="suite=dict")
     wait_until("dict ConfigMaps deleted", lambda: core.list_namespaced_config_map(NS, label_selector="suite=dict").items == [])
     apps.delete_namespaced_deployment("dict-deploy", NS)
+
+
+@check
+def create_from_dict_with_server_side_apply_is_idempotent():
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "applied", "labels": {"suite": "apply"}}, "data": {"v": "1"}}
+    first = utils.create_from_dict(api_client, cm, apply=True)
+    uid = first[0].metadata.uid
+    assert uid and first[0].data.v == "1", first
+    # Applying again changes nothing; applying a change updates the same object.
+    again = utils.create_from_dict(api_client, cm, apply=True)
+    assert again[0].metadata.uid == uid and again[0].metadata.resourceVersion == first[0].metadata.resourceVersion, (again, first)
+    cm["data"] = {"v": "2"}
+    changed = utils.create_from_dict(api_client, cm, apply=True)
+    assert changed[0].metadata.uid == uid and changed[0].data.v == "2", changed
+    assert core.read_namespaced_config_map("applied", NS).data == {"v": "2"}
+    core.delete_namespaced_config_map("applied", NS)
+
+
+@check
+def watch_reports_added_modified_deleted():
+    rv = core.list_namespaced_config_map(NS, label_selector="suite=watched").metadata.resource_version
+    core.create_namespaced_config_map(NS, client.V1ConfigMap(metadata=meta("watched", suite="watched"), data={"n": "0"}))
+    core.patch_namespaced_config_map("watched", NS, {"data": {"n": "1"}})
+    core.delete_namespaced_config_map("watched", NS)
+    seen = []
+    w = watch.Watch()
+    for event in w.stream(core.list_namespaced_config_map, NS, label_selector="suite=watched", resource_version=rv, timeout_seconds=30):
+        seen.append((event["type"], event["object"].metadata.name, (event["object"].data or {}).get("n")))
+        if event["type"] == "DELETED":
+            w.stop()
+    assert seen == [("ADDED", "watched", "0"), ("MODIFIED", "watched", "1"), ("DELETED", "watched", "1")], seen
 
 
 # --- kubernetes.utils: quantities --------------------------------------------------------
