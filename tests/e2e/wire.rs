@@ -111,6 +111,28 @@ fn kubectl_create_subcommands_store_what_the_same_json_stores() {
 }
 
 #[test]
+fn json_zero_values_mean_what_they_mean_upstream() {
+    let (c, _dir) = Cluster::start();
+    // Upstream decodes `nodePort: 0` into "no node port", and `paused: false` into nothing;
+    // a pointer such as `replicas` keeps its zero.
+    let manifest = "apiVersion: v1\nkind: Service\nmetadata: {name: zero}\nspec:\n  type: ClusterIP\n  clusterIP: \"\"\n  ports: [{port: 80, targetPort: 8080, nodePort: 0, name: \"\"}]\n---\n\
+apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: zero}\nspec:\n  replicas: 0\n  paused: false\n  selector: {matchLabels: {app: zero}}\n  template:\n    metadata: {labels: {app: zero}}\n    spec:\n      automountServiceAccountToken: false\n      containers: [{name: c, image: 127.0.0.1:5000/hello:v1, ports: [{containerPort: 8080, hostPort: 0}]}]\n";
+    c.apply(manifest);
+    let svc = json_of(&c.ok(&["get", "svc", "zero", "-o", "json"]));
+    assert_eq!(svc["spec"]["ports"][0].get("nodePort"), None, "{svc}");
+    assert_eq!(svc["spec"]["ports"][0].get("name"), None, "{svc}");
+    let d = json_of(&c.ok(&["get", "deploy", "zero", "-o", "json"]));
+    assert_eq!(d["spec"]["replicas"], 0);
+    assert_eq!(d["spec"].get("paused"), None, "{d}");
+    assert_eq!(d["spec"]["template"]["spec"]["automountServiceAccountToken"], false);
+    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["ports"][0], serde_json::json!({"containerPort": 8080, "protocol": "TCP"}));
+    // Re-applying the same file works, and still stores no zeros.
+    c.apply(manifest);
+    assert_eq!(c.jsonpath(&["svc", "zero"], "{.spec.ports[0].nodePort}"), "");
+    c.stop();
+}
+
+#[test]
 fn explain_prints_upstream_field_docs() {
     let (c, _dir) = Cluster::start();
     let out = c.ok(&["explain", "deployment.spec.strategy.rollingUpdate"]);

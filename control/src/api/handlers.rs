@@ -5,7 +5,7 @@ use super::request::{decode_body, decode_patch, Address, Query, Wanted};
 use super::resources::{self, Resource, Subresource};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::{ApiError, ApiResult, FieldError, Status, Target};
-use super::{defaults, patch, tables, validation, ApiState};
+use super::{defaults, patch, schema, services, tables, validation, ApiState};
 use crate::store::{object_revision, StoreError};
 use crate::controllers::garbage;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -273,6 +273,7 @@ pub fn prepare_create(state: &ApiState, addr: &Address, mut obj: Value, query: &
             m.remove("status");
         }
     }
+    schema::drop_go_zero_values(res.kind, &mut obj);
     defaults::apply_defaults(res.kind, &mut obj);
     let target = Target { name: meta_str(&obj, "name").unwrap_or("").into(), ..addr.target() };
     let errors = validation::validate(res.kind, &obj, None);
@@ -401,10 +402,14 @@ pub fn update_object(state: &ApiState, addr: &Address, current: &Value, mut new:
     // wrong type is a 400 and never reaches defaulting or the store.
     validation::check_schema(res.kind, &new)
         .map_err(|e| ApiError::BadRequest(format!("{} in version \"{}\" cannot be handled as a {}: {e}", res.kind, res.version, res.kind)))?;
+    schema::drop_go_zero_values(res.kind, &mut new);
     defaults::apply_defaults(res.kind, &mut new);
     if res.has_spec && without_meta_and_status(&new) != without_meta_and_status(current) {
         let gen = current.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
         metadata_mut(&mut new).insert("generation".into(), json!(gen + 1));
+    }
+    if res.kind == "Service" && part == Part::Main {
+        services::keep_allocated(&mut new, current);
     }
     let mut errors: Vec<FieldError> = validation::validate(res.kind, &new, Some(current));
     if part == Part::Status {

@@ -92,17 +92,11 @@ enum ListStrategy {
     Key(&'static str),
 }
 
-/// The upstream type of the root of an object of kind `kind`, if it is a built-in kind.
-fn root_type(kind: &str) -> Option<&'static schema::TypeDef> {
-    let r = super::resources::RESOURCES.iter().find(|r| r.kind == kind)?;
-    schema::get(&schema::kind_name(&r.api_version(), kind)?)
-}
-
 /// The strategy of the list at `path` (field names from the object's root, list
 /// indices stripped) in an object of kind `kind`. Kinds without upstream types (and
 /// paths the types do not know) replace their lists, as a JSON merge patch would.
 fn list_strategy(kind: &str, path: &[String]) -> ListStrategy {
-    let Some(mut def) = root_type(kind) else { return ListStrategy::Replace };
+    let Some(mut def) = schema::root_type(kind) else { return ListStrategy::Replace };
     let mut segments = path.iter();
     let mut field = None;
     while let Some(name) = segments.next() {

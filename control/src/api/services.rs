@@ -168,9 +168,49 @@ impl ServiceAllocator {
     }
 }
 
+/// What upstream's service strategy does before it validates an update: a ClusterIP or
+/// node port the update leaves empty keeps its allocated value (so re-applying a
+/// manifest with `clusterIP: ""` or `nodePort: 0` is no attempt to change them).
+pub fn keep_allocated(new: &mut Value, current: &Value) {
+    let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) else { return };
+    let ty = spec.get("type").and_then(Value::as_str).unwrap_or("ClusterIP").to_owned();
+    if ty != "ExternalName" && spec.get("clusterIP").and_then(Value::as_str).is_none_or(str::is_empty) {
+        for f in ["clusterIP", "clusterIPs"] {
+            if let Some(v) = current.pointer(&format!("/spec/{f}")) {
+                spec.insert(f.into(), v.clone());
+            }
+        }
+    }
+    if ty != "NodePort" && ty != "LoadBalancer" {
+        return;
+    }
+    let old_ports = current.pointer("/spec/ports").and_then(Value::as_array).cloned().unwrap_or_default();
+    for p in spec.get_mut("ports").and_then(Value::as_array_mut).into_iter().flatten().filter_map(Value::as_object_mut) {
+        if p.get("nodePort").and_then(Value::as_u64).is_some_and(|n| n != 0) {
+            continue;
+        }
+        let protocol = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("TCP").to_owned();
+        let old = old_ports.iter().find(|o| o.get("port") == p.get("port") && protocol(o.get("protocol")) == protocol(p.get("protocol")));
+        if let Some(n) = old.and_then(|o| o.get("nodePort")) {
+            p.insert("nodePort".into(), n.clone());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_update_keeps_what_was_allocated() {
+        let current = json!({"spec": {"type": "NodePort", "clusterIP": "127.96.0.5", "clusterIPs": ["127.96.0.5"], "ports": [{"port": 80, "protocol": "TCP", "nodePort": 30001}]}});
+        let mut new = json!({"spec": {"type": "NodePort", "ports": [{"port": 80}, {"port": 81}]}});
+        keep_allocated(&mut new, &current);
+        assert_eq!(new, json!({"spec": {"type": "NodePort", "clusterIP": "127.96.0.5", "clusterIPs": ["127.96.0.5"], "ports": [{"port": 80, "nodePort": 30001}, {"port": 81}]}}));
+        let mut changed = json!({"spec": {"clusterIP": "127.96.0.9"}});
+        keep_allocated(&mut changed, &current);
+        assert_eq!(changed["spec"]["clusterIP"], "127.96.0.9", "a change stays a change, for validation to refuse");
+    }
 
     #[test]
     fn cidrs_parse_and_contain() {

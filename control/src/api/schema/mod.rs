@@ -174,6 +174,80 @@ pub fn short_name(definition: &str) -> &str {
     definition.rsplit('.').next().unwrap_or(definition)
 }
 
+/// The upstream type of the root of an object of kind `kind`, if it is a served kind.
+pub fn root_type(kind: &str) -> Option<&'static TypeDef> {
+    let r = super::resources::RESOURCES.iter().find(|r| r.kind == kind)?;
+    get(&kind_name(&r.api_version(), kind)?)
+}
+
+/// Remove what upstream's Go decoding turns into "no value": a zero (`0`, `false`, `""`,
+/// `[]`, `{}`, `null`) in a non-pointer `omitempty` field, and a zero IntOrString. So a
+/// JSON `nodePort: 0` on a ClusterIP Service is no node port, as it is upstream and as it
+/// is from protobuf; pointer fields keep their zeros (`replicas: 0`).
+pub fn drop_go_zero_values(kind: &str, obj: &mut serde_json::Value) {
+    if let (Some(def), serde_json::Value::Object(m)) = (root_type(kind), obj) {
+        drop_zeros(def, m, 0);
+    }
+}
+
+fn drop_zeros(def: &TypeDef, obj: &mut serde_json::Map<String, serde_json::Value>, depth: usize) {
+    use serde_json::Value;
+    // The type table is finite but a hostile object is not: stop where upstream's JSON
+    // decoder would have refused the nesting anyway.
+    if depth > 64 {
+        return;
+    }
+    for f in &def.fields {
+        if f.inline {
+            if let Some(inner) = match &f.ty { Type::Ref { r#ref } => get(r#ref), _ => None } {
+                drop_zeros(inner, obj, depth + 1);
+            }
+            continue;
+        }
+        let Some(name) = &f.json else { continue };
+        let Some(v) = obj.get_mut(name) else { continue };
+        let zero = match v {
+            Value::Null => !matches!(f.ty, Type::Time | Type::Microtime | Type::Ref { .. }),
+            Value::Bool(b) => !*b,
+            Value::Number(n) => n.as_f64() == Some(0.0),
+            Value::String(s) => s.is_empty(),
+            Value::Array(a) => a.is_empty(),
+            Value::Object(m) => m.is_empty() && matches!(f.ty, Type::Map { .. }),
+        };
+        let scalar_or_collection = !matches!(f.ty, Type::Ref { .. } | Type::Time | Type::Microtime | Type::Rawextension | Type::Any);
+        if zero && !f.pointer && scalar_or_collection && (f.omitempty || matches!(f.ty, Type::Intorstring)) {
+            obj.remove(name);
+            continue;
+        }
+        let inner = |t: &Type| match t {
+            Type::Ref { r#ref } => get(r#ref),
+            _ => None,
+        };
+        match (&f.ty, v) {
+            (Type::Ref { r#ref }, Value::Object(m)) => {
+                if let Some(d) = get(r#ref) {
+                    drop_zeros(d, m, depth + 1);
+                }
+            }
+            (Type::Array { items, .. }, Value::Array(list)) => {
+                if let Some(d) = inner(items) {
+                    for item in list.iter_mut().filter_map(Value::as_object_mut) {
+                        drop_zeros(d, item, depth + 1);
+                    }
+                }
+            }
+            (Type::Map { values }, Value::Object(m)) => {
+                if let Some(d) = inner(values) {
+                    for item in m.values_mut().filter_map(Value::as_object_mut) {
+                        drop_zeros(d, item, depth + 1);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,6 +281,25 @@ mod tests {
         assert_eq!(kind_name("v1", "DeleteOptions").as_deref(), Some("io.k8s.apimachinery.pkg.apis.meta.v1.DeleteOptions"));
         assert_eq!(kind_name("v1", "PodSpec"), None, "not a top-level kind");
         assert_eq!(kind_name("example.com/v1", "Widget"), None);
+    }
+
+    #[test]
+    fn json_zero_values_are_dropped_as_go_decodes_them() {
+        let mut svc = serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s", "finalizers": [], "labels": {}},
+            "spec": {"type": "ClusterIP", "clusterIP": "", "ports": [{"name": "", "port": 80, "nodePort": 0, "targetPort": 0}], "publishNotReadyAddresses": false}});
+        drop_go_zero_values("Service", &mut svc);
+        assert_eq!(svc, serde_json::json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {"type": "ClusterIP", "ports": [{"port": 80}]}}));
+        let mut d = serde_json::json!({"spec": {"replicas": 0, "paused": false, "template": {"metadata": {"creationTimestamp": null},
+            "spec": {"automountServiceAccountToken": false, "hostNetwork": false, "volumes": [{"name": "v", "emptyDir": {}, "hostPath": {"path": "/x", "type": ""}}],
+                "containers": [{"name": "c", "image": "", "ports": [{"containerPort": 0, "hostPort": 0}]}]}}}});
+        drop_go_zero_values("Deployment", &mut d);
+        assert_eq!(d, serde_json::json!({"spec": {"replicas": 0, "template": {"metadata": {"creationTimestamp": null},
+            "spec": {"automountServiceAccountToken": false, "volumes": [{"name": "v", "emptyDir": {}, "hostPath": {"path": "/x", "type": ""}}],
+                "containers": [{"name": "c", "ports": [{"containerPort": 0}]}]}}}}));
+        // Kinds without upstream types are left alone.
+        let mut w = serde_json::json!({"spec": {"n": 0}});
+        drop_go_zero_values("Widget", &mut w);
+        assert_eq!(w, serde_json::json!({"spec": {"n": 0}}));
     }
 
     #[test]
