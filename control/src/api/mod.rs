@@ -148,21 +148,21 @@ fn route(state: &ApiState, method: &Method, path: &str, headers: &axum::http::He
     let ok = |v: serde_json::Value| Ok(json_response(StatusCode::OK, &v));
     // Not every JSON body is an API object: upstream writes `/version` indented and
     // the OpenAPI documents as marshalled, neither with the serializer's newline.
-    let raw = |bytes: Vec<u8>| Ok((StatusCode::OK, [(axum::http::header::CONTENT_TYPE, "application/json")], bytes).into_response());
+    let raw = |bytes: Body| Ok((StatusCode::OK, [(axum::http::header::CONTENT_TYPE, "application/json")], bytes).into_response());
     let (group, version, rest) = match segs.as_slice() {
-        ["version"] => return raw(serde_json::to_vec_pretty(&discovery::version()).unwrap_or_default()),
+        ["version"] => return raw(serde_json::to_vec_pretty(&discovery::version()).unwrap_or_default().into()),
         ["api"] => return ok(discovery::api_versions()),
         ["apis"] => return ok(discovery::api_groups()),
-        ["openapi", "v3"] => return raw(serde_json::to_vec(&openapi::root()).unwrap_or_default()),
+        ["openapi", "v3"] => return raw(serde_json::to_vec(&openapi::root()).unwrap_or_default().into()),
         ["openapi", "v3", gv @ ..] => {
-            return openapi::group_version_bytes(&gv.join("/")).ok_or(ApiError::UnknownPath).and_then(|d| raw(d.to_vec()))
+            return openapi::group_version_bytes(&gv.join("/")).ok_or(ApiError::UnknownPath).and_then(|d| raw(Body::from(d)))
         }
         ["openapi", "v2"] => {
             let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
             if accept.contains("protobuf") {
                 return Ok((StatusCode::OK, [(axum::http::header::CONTENT_TYPE, openapi::V2_PROTOBUF)], openapi::v2_protobuf()).into_response());
             }
-            return raw(serde_json::to_vec(&openapi::v2_json()).unwrap_or_default());
+            return raw(serde_json::to_vec(&openapi::v2_json()).unwrap_or_default().into());
         }
         ["apis", g] => return discovery::api_group(g).ok_or(ApiError::UnknownPath).and_then(ok),
         ["api", v] => return discovery::resource_list("", v).ok_or(ApiError::UnknownPath).and_then(ok),

@@ -8,6 +8,214 @@ use prost::Message;
 use serde_json::json;
 use std::collections::HashSet;
 
+// ------------------------------------------------------------------ encoding
+// The server answers in JSON only; this encoder exists to produce the bodies the
+// decoder is checked on.
+
+/// Encode a JSON object (with `apiVersion` and `kind`) as a Kubernetes protobuf body.
+fn encode_object(obj: &Value) -> Result<Vec<u8>, ProtobufError> {
+    let api_version = obj["apiVersion"].as_str().unwrap_or_default();
+    let kind = obj["kind"].as_str().unwrap_or_default();
+    let unknown = || ProtobufError::UnknownKind { api_version: api_version.into(), kind: kind.into() };
+    let def = schema::kind_name(api_version, kind).and_then(|n| schema::get(&n)).ok_or_else(unknown)?;
+    let map = obj.as_object().ok_or_else(unknown)?;
+    let mut raw = Vec::new();
+    encode_message(def, map, &mut raw, 0).map_err(|reason| ProtobufError::Object { kind: kind.into(), reason })?;
+    let mut type_meta = Vec::new();
+    put_bytes(&mut type_meta, 1, api_version.as_bytes());
+    put_bytes(&mut type_meta, 2, kind.as_bytes());
+    let mut env = Vec::new();
+    put_bytes(&mut env, 1, &type_meta);
+    put_bytes(&mut env, 2, &raw);
+    put_bytes(&mut env, 3, b"");
+    put_bytes(&mut env, 4, b"");
+    let mut out = MAGIC.to_vec();
+    out.extend(env);
+    Ok(out)
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_key(out: &mut Vec<u8>, tag: u32, wire: u8) {
+    put_varint(out, (u64::from(tag) << 3) | u64::from(wire));
+}
+
+fn put_bytes(out: &mut Vec<u8>, tag: u32, b: &[u8]) {
+    put_key(out, tag, 2);
+    put_varint(out, b.len() as u64);
+    out.extend_from_slice(b);
+}
+
+fn parse_duration(s: &str) -> Option<i64> {
+    let (neg, mut rest) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    if rest == "0" {
+        return Some(0);
+    }
+    let mut total: f64 = 0.0;
+    while !rest.is_empty() {
+        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let n: f64 = rest[..num_end].parse().ok()?;
+        rest = &rest[num_end..];
+        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let scale = match &rest[..unit_end] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        total += n * scale;
+        rest = &rest[unit_end..];
+    }
+    Some(if neg { -(total as i64) } else { total as i64 })
+}
+
+
+fn encode_message(def: &TypeDef, obj: &Map<String, Value>, out: &mut Vec<u8>, depth: usize) -> Result<(), String> {
+    if depth > MAX_DEPTH {
+        return Err("the object nests too deeply".into());
+    }
+    for field in &def.fields {
+        let Some(tag) = field.tag else { continue };
+        if field.inline {
+            let Type::Ref { r#ref } = &field.ty else { continue };
+            let inner = schema::get(r#ref).ok_or_else(|| format!("unknown type {ref}"))?;
+            let mut buf = Vec::new();
+            encode_message(inner, obj, &mut buf, depth + 1)?;
+            put_bytes(out, tag, &buf);
+            continue;
+        }
+        let Some(name) = &field.json else { continue };
+        let Some(v) = obj.get(name) else { continue };
+        if v.is_null() {
+            continue;
+        }
+        let at = |e: String| format!("{name}: {e}");
+        match &field.ty {
+            Type::Array { items, .. } => {
+                for item in v.as_array().ok_or_else(|| at("expected a list".into()))? {
+                    encode_value(items, tag, item, out, depth).map_err(at)?;
+                }
+            }
+            Type::Map { values } => {
+                let m = v.as_object().ok_or_else(|| at("expected a map".into()))?;
+                // Go marshals map entries in key order.
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                for k in keys {
+                    let mut entry = Vec::new();
+                    put_bytes(&mut entry, 1, k.as_bytes());
+                    match (&**values, &m[k]) {
+                        (Type::Array { items, named: true }, Value::Array(list)) => {
+                            let mut wrapped = Vec::new();
+                            for item in list {
+                                encode_value(items, 1, item, &mut wrapped, depth).map_err(at)?;
+                            }
+                            put_bytes(&mut entry, 2, &wrapped);
+                        }
+                        (ty, val) => encode_value(ty, 2, val, &mut entry, depth).map_err(at)?,
+                    }
+                    put_bytes(out, tag, &entry);
+                }
+            }
+            ty => encode_value(ty, tag, v, out, depth).map_err(at)?,
+        }
+    }
+    Ok(())
+}
+
+fn encode_value(ty: &Type, tag: u32, v: &Value, out: &mut Vec<u8>, depth: usize) -> Result<(), String> {
+    let int = |v: &Value| v.as_i64().ok_or_else(|| format!("expected an integer, got {v}"));
+    let text = |v: &Value| v.as_str().map(str::to_string).ok_or_else(|| format!("expected a string, got {v}"));
+    match ty {
+        Type::String { .. } => put_bytes(out, tag, text(v)?.as_bytes()),
+        Type::Bool => {
+            put_key(out, tag, 0);
+            put_varint(out, u64::from(v.as_bool().ok_or_else(|| format!("expected a boolean, got {v}"))?));
+        }
+        Type::Int32 | Type::Int64 | Type::Byte => {
+            put_key(out, tag, 0);
+            put_varint(out, int(v)? as u64);
+        }
+        Type::Float64 => {
+            put_key(out, tag, 1);
+            out.extend_from_slice(&v.as_f64().ok_or_else(|| format!("expected a number, got {v}"))?.to_bits().to_le_bytes());
+        }
+        Type::Bytes => {
+            let b = base64::engine::general_purpose::STANDARD.decode(text(v)?).map_err(|e| format!("not base64: {e}"))?;
+            put_bytes(out, tag, &b);
+        }
+        Type::Quantity => {
+            let s = match v {
+                Value::Number(n) => n.to_string(),
+                other => text(other)?,
+            };
+            let mut m = Vec::new();
+            put_bytes(&mut m, 1, s.as_bytes());
+            put_bytes(out, tag, &m);
+        }
+        Type::Intorstring => {
+            let mut m = Vec::new();
+            put_key(&mut m, 1, 0);
+            match v {
+                Value::String(s) => {
+                    put_varint(&mut m, 1);
+                    put_bytes(&mut m, 3, s.as_bytes());
+                }
+                other => {
+                    put_varint(&mut m, 0);
+                    put_key(&mut m, 2, 0);
+                    put_varint(&mut m, int(other)? as u64);
+                }
+            }
+            put_bytes(out, tag, &m);
+        }
+        Type::Time | Type::Microtime => {
+            let t = chrono::DateTime::parse_from_rfc3339(&text(v)?).map_err(|e| format!("not an RFC 3339 time: {e}"))?;
+            let mut m = Vec::new();
+            put_key(&mut m, 1, 0);
+            put_varint(&mut m, t.timestamp() as u64);
+            if matches!(ty, Type::Microtime) {
+                put_key(&mut m, 2, 0);
+                put_varint(&mut m, u64::from(t.timestamp_subsec_nanos()));
+            }
+            put_bytes(out, tag, &m);
+        }
+        Type::Duration => {
+            let ns = parse_duration(&text(v)?).ok_or_else(|| format!("not a duration: {v}"))?;
+            let mut m = Vec::new();
+            put_key(&mut m, 1, 0);
+            put_varint(&mut m, ns as u64);
+            put_bytes(out, tag, &m);
+        }
+        Type::Rawextension => {
+            let mut m = Vec::new();
+            put_bytes(&mut m, 1, &serde_json::to_vec(v).map_err(|e| e.to_string())?);
+            put_bytes(out, tag, &m);
+        }
+        Type::Any => {}
+        Type::Ref { r#ref } => {
+            let def = schema::get(r#ref).ok_or_else(|| format!("unknown type {ref}"))?;
+            let mut m = Vec::new();
+            encode_message(def, v.as_object().ok_or_else(|| format!("expected an object, got {v}"))?, &mut m, depth + 1)?;
+            put_bytes(out, tag, &m);
+        }
+        Type::Array { .. } | Type::Map { .. } => return Err("a list or map nested directly in a list".into()),
+    }
+    Ok(())
+}
+
 /// A JSON value for every field of `def`, recursively: every string, number, list and
 /// map non-empty, so nothing may legitimately be dropped on the way through.
 fn fill(def: &TypeDef, path: &mut Vec<String>) -> Map<String, Value> {
