@@ -43,12 +43,17 @@ def check(fn):
     return fn
 
 
-def wait_until(what, probe, timeout=90):
-    """Polls `probe` until it returns something truthy (returned); fails after `timeout` s
-    with the last value it saw."""
+def wait_until(what, probe, on, timeout=90):
+    """Checks `probe` until it returns something truthy (returned), again each time the
+    objects of `on` change: `on` is a list call and its arguments, e.g.
+    `(apps.list_namespaced_deployment, NS)`, watched from the resource version read before
+    each check, so no change between check and watch is missed. Fails after `timeout` s
+    with the last value the probe saw."""
     deadline = time.monotonic() + timeout
+    list_call, *args = on
     last = None
     while True:
+        since = list_call(*args, limit=1).metadata.resource_version
         try:
             last = probe()
         except ApiException as e:
@@ -56,9 +61,12 @@ def wait_until(what, probe, timeout=90):
         else:
             if last:
                 return last
-        if time.monotonic() > deadline:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}; last saw {last!r}")
-        time.sleep(0.2)
+        w = watch.Watch()
+        for _ in w.stream(list_call, *args, resource_version=since, timeout_seconds=max(1, int(remaining))):
+            w.stop()
 
 
 def status_of(call, *args, **kwargs):
@@ -206,7 +214,7 @@ def service_create_read_patch_replace_list_delete():
     assert "kubernetes" in names(core.list_service_for_all_namespaces().items)
 
     core.delete_namespaced_service("py-svc", NS)
-    wait_until("py-svc deleted", gone(core.read_namespaced_service, "py-svc", NS))
+    wait_until("py-svc deleted", gone(core.read_namespaced_service, "py-svc", NS), (core.list_namespaced_service, NS))
 
 
 @check
@@ -217,12 +225,12 @@ def deployment_rolls_out_scales_updates_and_deletes():
     )
     made = apps.create_namespaced_deployment(NS, dep)
     assert made.spec.strategy.type == "RollingUpdate" and made.spec.revision_history_limit == 10, made.spec
-    wait_until("py-deploy ready", lambda: apps.read_namespaced_deployment_status("py-deploy", NS).status.ready_replicas == 1)
+    wait_until("py-deploy ready", lambda: apps.read_namespaced_deployment_status("py-deploy", NS).status.ready_replicas == 1, (apps.list_namespaced_deployment, NS))
     assert len(pods_of("py-deploy")) == 1
 
     scale = apps.patch_namespaced_deployment_scale("py-deploy", NS, {"spec": {"replicas": 2}})
     assert scale.spec.replicas == 2, scale
-    wait_until("py-deploy at 2 ready", lambda: apps.read_namespaced_deployment("py-deploy", NS).status.ready_replicas == 2)
+    wait_until("py-deploy at 2 ready", lambda: apps.read_namespaced_deployment("py-deploy", NS).status.ready_replicas == 2, (apps.list_namespaced_deployment, NS))
     assert apps.read_namespaced_deployment_scale("py-deploy", NS).status.replicas == 2
 
     patched = apps.patch_namespaced_deployment("py-deploy", NS, {"metadata": {"labels": {"patched": "yes"}}})
@@ -238,7 +246,7 @@ def deployment_rolls_out_scales_updates_and_deletes():
         s = d.status
         return s.observed_generation == d.metadata.generation and s.updated_replicas == 2 and s.ready_replicas == 2 and s.replicas == 2 and d
 
-    done = wait_until("py-deploy rolled out", rolled_out, 120)
+    done = wait_until("py-deploy rolled out", rolled_out, (apps.list_namespaced_deployment, NS), 120)
     assert [c.status for c in done.status.conditions if c.type == "Available"] == ["True"], done.status.conditions
     assert all(p.metadata.annotations.get("rev") == "2" for p in pods_of("py-deploy"))
     sets = apps.list_namespaced_replica_set(NS, label_selector="app=py-deploy").items
@@ -248,7 +256,7 @@ def deployment_rolls_out_scales_updates_and_deletes():
     assert "py-deploy" in names(apps.list_deployment_for_all_namespaces().items)
 
     apps.delete_namespaced_deployment("py-deploy", NS, body=client.V1DeleteOptions(propagation_policy="Foreground"))
-    wait_until("py-deploy deleted", gone(apps.read_namespaced_deployment, "py-deploy", NS))
+    wait_until("py-deploy deleted", gone(apps.read_namespaced_deployment, "py-deploy", NS), (apps.list_namespaced_deployment, NS))
     assert apps.list_namespaced_replica_set(NS, label_selector="app=py-deploy").items == []
 
 
@@ -266,7 +274,7 @@ def daemon_set_runs_on_every_node_updates_and_deletes():
         s = apps.read_namespaced_daemon_set_status("py-ds", NS).status
         return s.desired_number_scheduled == nodes and s.number_ready == nodes and s
 
-    wait_until("py-ds ready on every node", all_ready)
+    wait_until("py-ds ready on every node", all_ready, (apps.list_namespaced_daemon_set, NS))
     assert len(pods_of("py-ds")) == nodes
 
     patched = apps.patch_namespaced_daemon_set("py-ds", NS, {"metadata": {"labels": {"patched": "yes"}}})
@@ -280,14 +288,14 @@ def daemon_set_runs_on_every_node_updates_and_deletes():
         s = d.status
         return s.observed_generation == d.metadata.generation and s.updated_number_scheduled == nodes and s.number_ready == nodes
 
-    wait_until("py-ds updated", updated, 120)
-    wait_until("py-ds pods of the new template", lambda: [p.metadata.annotations.get("rev") for p in pods_of("py-ds")] == ["2"] * nodes)
+    wait_until("py-ds updated", updated, (apps.list_namespaced_daemon_set, NS), 120)
+    wait_until("py-ds pods of the new template", lambda: [p.metadata.annotations.get("rev") for p in pods_of("py-ds")] == ["2"] * nodes, (core.list_namespaced_pod, NS))
 
     assert names(apps.list_namespaced_daemon_set(NS, label_selector="patched=yes").items) == ["py-ds"]
     assert "py-ds" in names(apps.list_daemon_set_for_all_namespaces().items)
     apps.delete_namespaced_daemon_set("py-ds", NS)
-    wait_until("py-ds deleted", gone(apps.read_namespaced_daemon_set, "py-ds", NS))
-    wait_until("py-ds pods gone", lambda: pods_of("py-ds") == [])
+    wait_until("py-ds deleted", gone(apps.read_namespaced_daemon_set, "py-ds", NS), (apps.list_namespaced_daemon_set, NS))
+    wait_until("py-ds pods gone", lambda: pods_of("py-ds") == [], (core.list_namespaced_pod, NS))
 
 
 @check
@@ -312,7 +320,7 @@ def job_runs_to_completion_and_deletes_with_its_pods():
         s = batch.read_namespaced_job_status("py-job", NS).status
         return s.succeeded == 1 and [c.status for c in (s.conditions or []) if c.type == "Complete"] == ["True"] and s
 
-    status = wait_until("py-job complete", complete)
+    status = wait_until("py-job complete", complete, (batch.list_namespaced_job, NS))
     assert status.completion_time is not None and status.start_time is not None, status
     pods = core.list_namespaced_pod(NS, label_selector="job-name=py-job").items
     assert [p.status.phase for p in pods] == ["Succeeded"], [p.status.phase for p in pods]
@@ -330,8 +338,8 @@ def job_runs_to_completion_and_deletes_with_its_pods():
     assert names(batch.list_namespaced_job(NS, label_selector="patched=yes").items) == ["py-job"]
     assert "py-job" in names(batch.list_job_for_all_namespaces().items)
     batch.delete_namespaced_job("py-job", NS, propagation_policy="Background")
-    wait_until("py-job deleted", gone(batch.read_namespaced_job, "py-job", NS))
-    wait_until("py-job's pods gone", lambda: core.list_namespaced_pod(NS, label_selector="job-name=py-job").items == [])
+    wait_until("py-job deleted", gone(batch.read_namespaced_job, "py-job", NS), (batch.list_namespaced_job, NS))
+    wait_until("py-job's pods gone", lambda: core.list_namespaced_pod(NS, label_selector="job-name=py-job").items == [], (core.list_namespaced_pod, NS))
 
 
 @check
@@ -343,11 +351,11 @@ def replication_controller_scales_updates_and_deletes():
     made = core.create_namespaced_replication_controller(NS, rc)
     # No selector and no labels given: both come from the template's labels.
     assert made.spec.selector == {"app": "py-rc"} and made.metadata.labels == {"app": "py-rc"}, (made.spec.selector, made.metadata.labels)
-    wait_until("py-rc ready", lambda: core.read_namespaced_replication_controller_status("py-rc", NS).status.ready_replicas == 1)
+    wait_until("py-rc ready", lambda: core.read_namespaced_replication_controller_status("py-rc", NS).status.ready_replicas == 1, (core.list_namespaced_replication_controller, NS))
 
     patched = core.patch_namespaced_replication_controller("py-rc", NS, {"spec": {"replicas": 2}})
     assert patched.spec.replicas == 2
-    wait_until("py-rc at 2 ready", lambda: core.read_namespaced_replication_controller("py-rc", NS).status.ready_replicas == 2)
+    wait_until("py-rc at 2 ready", lambda: core.read_namespaced_replication_controller("py-rc", NS).status.ready_replicas == 2, (core.list_namespaced_replication_controller, NS))
     assert len(pods_of("py-rc")) == 2
     assert core.read_namespaced_replication_controller_scale("py-rc", NS).spec.replicas == 2
 
@@ -355,13 +363,13 @@ def replication_controller_scales_updates_and_deletes():
     current.spec.replicas = 0
     replaced = core.replace_namespaced_replication_controller("py-rc", NS, current)
     assert replaced.spec.replicas == 0 and replaced.metadata.generation > made.metadata.generation
-    wait_until("py-rc at 0", lambda: core.read_namespaced_replication_controller("py-rc", NS).status.replicas == 0)
-    wait_until("py-rc's pods gone", lambda: pods_of("py-rc") == [])
+    wait_until("py-rc at 0", lambda: core.read_namespaced_replication_controller("py-rc", NS).status.replicas == 0, (core.list_namespaced_replication_controller, NS))
+    wait_until("py-rc's pods gone", lambda: pods_of("py-rc") == [], (core.list_namespaced_pod, NS))
 
     assert names(core.list_namespaced_replication_controller(NS, label_selector="app=py-rc").items) == ["py-rc"]
     assert "py-rc" in names(core.list_replication_controller_for_all_namespaces().items)
     core.delete_namespaced_replication_controller("py-rc", NS)
-    wait_until("py-rc deleted", gone(core.read_namespaced_replication_controller, "py-rc", NS))
+    wait_until("py-rc deleted", gone(core.read_namespaced_replication_controller, "py-rc", NS), (core.list_namespaced_replication_controller, NS))
 
 
 # --- kubernetes.utils: objects from YAML and dicts -------------------------------------
@@ -376,7 +384,7 @@ def create_from_yaml_multi_document_file():
     assert core.read_namespaced_config_map("yaml-multi-settings", NS).data == {"greeting": "hello"}
     svc = core.read_namespaced_service("yaml-multi-web", NS)
     assert svc.spec.ports[0].target_port == "http" and svc.spec.cluster_ip, svc.spec
-    wait_until("yaml-multi-web ready", lambda: apps.read_namespaced_deployment("yaml-multi-web", NS).status.ready_replicas == 1)
+    wait_until("yaml-multi-web ready", lambda: apps.read_namespaced_deployment("yaml-multi-web", NS).status.ready_replicas == 1, (apps.list_namespaced_deployment, NS))
 
     # The Service selects the Deployment's pod: its endpoints name it, ready.
     def endpoint_addresses():
@@ -384,7 +392,7 @@ def create_from_yaml_multi_document_file():
         return [a.ip for s in subsets for a in (s.addresses or [])]
 
     pod_ips = [p.status.pod_ip for p in pods_of("yaml-multi-web")]
-    wait_until("yaml-multi-web endpoints", lambda: endpoint_addresses() == pod_ips and pod_ips)
+    wait_until("yaml-multi-web endpoints", lambda: endpoint_addresses() == pod_ips and pod_ips, (core.list_namespaced_endpoints, NS))
 
     apps.delete_namespaced_deployment("yaml-multi-web", NS)
     core.delete_namespaced_service("yaml-multi-web", NS)
@@ -401,7 +409,7 @@ def create_from_yaml_list_file():
     # stringData is stored as data, base64 in transit.
     assert secret.data == {"token": "bm90LWEtc2VjcmV0"} and secret.type == "Opaque", (secret.data, secret.type)
     nodes = len(core.list_node().items)
-    wait_until("yaml-list-agent ready", lambda: apps.read_namespaced_daemon_set("yaml-list-agent", NS).status.number_ready == nodes)
+    wait_until("yaml-list-agent ready", lambda: apps.read_namespaced_daemon_set("yaml-list-agent", NS).status.number_ready == nodes, (apps.list_namespaced_daemon_set, NS))
     apps.delete_namespaced_daemon_set("yaml-list-agent", NS)
     core.delete_namespaced_secret("yaml-list-secret", NS)
     core.delete_namespaced_config_map("yaml-list-settings", NS)
@@ -421,7 +429,7 @@ def create_from_yaml_into_another_namespace():
 
     # Deleting the namespace takes its contents along, then the namespace itself.
     core.delete_namespace("yaml-elsewhere")
-    wait_until("yaml-elsewhere deleted", gone(core.read_namespace, "yaml-elsewhere"), 120)
+    wait_until("yaml-elsewhere deleted", gone(core.read_namespace, "yaml-elsewhere"), (core.list_namespace,), 120)
     assert core.list_namespaced_config_map("yaml-elsewhere").items == []
 
 
@@ -434,7 +442,7 @@ def create_from_directory_creates_every_file():
     assert core.read_namespaced_config_map("yaml-dir-settings", NS).data == {"source": "directory"}
     svc = core.read_namespaced_service("yaml-dir-svc", NS)
     assert svc.spec.type == "NodePort" and 30000 <= svc.spec.ports[0].node_port <= 32767, svc.spec
-    wait_until("yaml-dir-job complete", lambda: batch.read_namespaced_job("yaml-dir-job", NS).status.succeeded == 1)
+    wait_until("yaml-dir-job complete", lambda: batch.read_namespaced_job("yaml-dir-job", NS).status.succeeded == 1, (batch.list_namespaced_job, NS))
     assert names(core.list_namespaced_config_map(NS, label_selector="suite=yaml-dir").items) == ["yaml-dir-settings"]
 
     # A second time, every file fails: one AlreadyExists per object, all collected.
@@ -498,7 +506,7 @@ def create_from_dict_single_object_and_typed_list():
     assert status_of(core.read_namespaced_config_map, "dict-dry", NS) == 404
 
     core.delete_collection_namespaced_config_map(NS, label_selector="suite=dict")
-    wait_until("dict ConfigMaps deleted", lambda: core.list_namespaced_config_map(NS, label_selector="suite=dict").items == [])
+    wait_until("dict ConfigMaps deleted", lambda: core.list_namespaced_config_map(NS, label_selector="suite=dict").items == [], (core.list_namespaced_config_map, NS))
     apps.delete_namespaced_deployment("dict-deploy", NS)
 
 
