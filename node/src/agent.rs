@@ -135,6 +135,9 @@ pub struct NodeCtx {
     /// cluster names components call.
     pub services: SharedTable,
     pub cluster_domain: String,
+    /// Container runs in progress, for exec, attach and port-forward. Shared with the
+    /// node's HTTPS endpoint.
+    pub containers: Arc<crate::exec::Containers>,
 }
 
 /// Runs the node until `shutdown` completes.
@@ -164,6 +167,7 @@ pub async fn run(cfg: NodeConfig, shutdown: impl std::future::Future<Output = ()
         running_logs: Default::default(),
         services: cfg.services.clone(),
         cluster_domain: cfg.cluster_domain.clone(),
+        containers: Default::default(),
     });
     tracing::info!(node = %cfg.name, pod_cidr = %pod_cidr, port, "node registered");
 
@@ -174,6 +178,8 @@ pub async fn run(cfg: NodeConfig, shutdown: impl std::future::Future<Output = ()
         running_logs: ctx.running_logs.clone(),
         pods: Arc::new(client.clone()),
         poll: LOG_FOLLOW_POLL,
+        runtime: ctx.runtime.clone(),
+        containers: ctx.containers.clone(),
     });
     let mut server_stop = ctx.stopping.clone();
     let server = tokio::spawn(server::serve(listener, tls, server_state, async move {

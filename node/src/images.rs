@@ -113,6 +113,11 @@ pub struct PulledImage {
     /// The digest of the manifest used (after choosing from an index): the imageID.
     pub digest: String,
     pub content: ImageContent,
+    /// The bytes of the blobs the image needs (its config and layers).
+    pub size: u64,
+    /// Answered from the cache without asking the registry (kubelet's "already present on
+    /// machine"); `false` when the pull resolved the reference at the registry.
+    pub already_present: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -191,6 +196,12 @@ impl ImageStore {
         Err(last.unwrap_or_else(|| PullError::Unauthorized { image: reference.whole(), message: "no credentials to try".into() }))
     }
 
+    /// Whether `IfNotPresent` would find `image` in the cache, so a pull need not ask the
+    /// registry.
+    pub fn present(&self, image: &str) -> bool {
+        image.parse::<Reference>().is_ok_and(|reference| self.cached(&reference).is_some())
+    }
+
     /// A previous pull of this reference, if everything it needs is still in the cache.
     fn cached(&self, reference: &Reference) -> Option<PulledImage> {
         let name = reference.whole();
@@ -211,7 +222,7 @@ impl ImageStore {
             return None;
         }
         let content = self.content(&name, &plan).ok()?;
-        Some(PulledImage { reference: name, digest, content })
+        Some(PulledImage { reference: name, digest, content, size: blobs_size(&plan), already_present: true })
     }
 
     async fn pull_from_registry(&self, reference: &Reference, auth: RegistryAuth) -> Result<PulledImage, PullError> {
@@ -232,7 +243,7 @@ impl ImageStore {
         }
         let content = self.content(&remote.image, &resolved.plan)?;
         tracing::info!(image = %remote.image, digest = %resolved.digest, "pulled image");
-        Ok(PulledImage { reference: remote.image, digest: resolved.digest, content })
+        Ok(PulledImage { reference: remote.image, digest: resolved.digest, content, size: blobs_size(&resolved.plan), already_present: false })
     }
 
     fn remote<'a>(&self, reference: &'a Reference, auth: RegistryAuth) -> Result<Remote<'a>, PullError> {
@@ -337,6 +348,11 @@ impl Remote<'_> {
         }
         err
     }
+}
+
+/// The bytes of the blobs an image needs, as its `Pulled` Event reports its size.
+fn blobs_size(plan: &Plan) -> u64 {
+    plan.blobs().iter().map(|d| d.size).sum()
 }
 
 /// The `os` of a wasm artifact's config (`wasip1`, `wasip2`), if it says.
@@ -545,11 +561,16 @@ mod tests {
             { "mediaType": manifest::OCI_MANIFEST, "digest": wasm_digest, "size": wasm.to_string().len(), "platform": { "os": "wasip2", "architecture": "wasm" } },
         ]});
         let index_digest = seed(&store, &index).await;
+        assert!(!store.present(image), "the tag is not resolved yet");
         store.cache.write_ref(image, &index_digest).await.expect("ref");
+        assert!(store.present(image));
+        assert!(!store.present("UPPER/Case"));
 
         for policy in [PullPolicy::Never, PullPolicy::IfNotPresent] {
             let pulled = store.pull(image, policy, &none).await.expect("from the cache");
             assert_eq!(pulled.reference, image);
+            assert!(pulled.already_present);
+            assert_eq!(pulled.size, 37 + 8, "the config's and the module's bytes");
             assert_eq!(pulled.digest, wasm_digest, "the index's wasm entry");
             match pulled.content {
                 ImageContent::Wasm { path, os, size, .. } => {

@@ -4,7 +4,8 @@
 
 use crate::agent::NodeCtx;
 use crate::env::{self, PodFacts, Sources};
-use crate::images::{ImageContent, PullPolicy, RegistryCredentials};
+use crate::events::{self, Type};
+use crate::images::{ImageContent, PullError, PullPolicy, RegistryCredentials};
 use crate::logs::{self, LogWriter};
 use crate::probes::{self, Schedule};
 use crate::status::{self, PodState, State, Terminated};
@@ -101,6 +102,7 @@ pub async fn run(ctx: Arc<NodeCtx>, mut feed: watch::Receiver<Option<Arc<Pod>>>)
         }
     };
     if let End::Deleting(latest) = &end {
+        sh.record_stopping();
         if let Some(w) = work.as_mut() {
             drain_http(&sh, latest, w).await;
         }
@@ -393,6 +395,7 @@ impl Shared {
     }
 
     fn deadline_exceeded(&self) {
+        self.record_stopping();
         self.stopped("stopped: the pod's activeDeadlineSeconds passed");
         self.update(|s| {
             s.phase = "Failed";
@@ -418,6 +421,19 @@ impl Shared {
 
     fn log_dir(&self, container: &str) -> PathBuf {
         logs::container_dir(&self.ctx.logs_dir, &self.namespace, &self.name, &self.uid, container)
+    }
+
+    /// Records an Event about `container` of this pod, as kubelet would.
+    fn event(&self, container: &str, kind: Type, reason: &'static str, message: String) {
+        events::record(&self.ctx.client, &self.ctx.name, &self.pod, container, kind, reason, message);
+    }
+
+    /// kubelet's `Killing` Event for each container still running, as the node stops them.
+    fn record_stopping(&self) {
+        let running: Vec<String> = self.read(|s| s.init.iter().chain(&s.main).filter(|c| matches!(c.state, State::Running { .. })).map(|c| c.name.clone()).collect());
+        for name in running {
+            self.event(&name, Type::Normal, events::KILLING, events::stopping(&name));
+        }
     }
 
     /// The whole life of the pod's containers; returns once the pod has reached a terminal phase.
@@ -506,8 +522,12 @@ impl Shared {
                 c.last = Some(term.clone());
                 c.waiting("CrashLoopBackOff", Some(message));
             });
+            self.event(&container, Type::Warning, events::BACK_OFF, events::back_off_restarting(&container, &self.name, &self.namespace, &self.uid));
             tokio::time::sleep(delay).await;
         }
+        // A restart runs the module already in the cache, as kubelet says of a present image.
+        let image = self.container(which).image.clone().unwrap_or_default();
+        self.event(&container, Type::Normal, events::PULLED, events::already_present(&image));
         self.update_container(which, |c| {
             c.last = Some(term);
             c.restarts += 1;
@@ -550,10 +570,17 @@ impl Shared {
             Ok(l) => l,
             Err(e) => {
                 let message = format!("opening the container log {}: {e}", log_path.display());
+                self.event(&container.name, Type::Warning, events::FAILED, events::error(&message));
                 return self.ended(which, Outcome::Failed(message), started, None);
             }
         };
-        let spec = self.run_spec(p, p.argv.clone(), &log);
+        // kubelet's pair for a container the runtime created and started; here both are
+        // the instance the run below starts.
+        self.event(&container.name, Type::Normal, events::CREATED, events::created(&container.name));
+        self.event(&container.name, Type::Normal, events::STARTED, events::started(&container.name));
+        let mut spec = self.run_spec(p, p.argv.clone(), &log);
+        // `kubectl exec` and `attach` find the run here while it lasts.
+        let _exec = self.register_exec(which, p, &log_path, &mut spec);
         let run = async {
             match &p.executor {
                 Executor::Command => self.ctx.runtime.run(spec).await,
@@ -564,7 +591,9 @@ impl Shared {
             Which::Init(_) => run.await,
             Which::Main(i) => tokio::select! {
                 o = run => o,
-                failure = self.probe(i, p) => {
+                (probe, failure) = self.probe(i, p) => {
+                    let restarted = self.policy != "Never";
+                    self.event(&container.name, Type::Normal, events::KILLING, events::probe_kill(&container.name, &probe.as_str().to_lowercase(), restarted));
                     log.note(&failure);
                     return self.finish(which, Terminated { exit_code: 137, reason: "Error".into(), message: Some(failure), started, finished: status::now(), container_id: String::new() });
                 }
@@ -576,13 +605,21 @@ impl Shared {
             Which::Main(_) => not_serving(&container.name, &p.executor, p.artifact, &p.ports, &self.policy, &outcome),
             Which::Init(_) => None,
         };
+        if outcome == Outcome::OomKilled {
+            self.event(&container.name, Type::Warning, events::OOM_KILLING, events::oom_killing(&container.name, p.memory_limit));
+        }
         match (&outcome, &why) {
             (_, Some(why)) => {
                 log.note(why);
-                crate::events::warn(&self.ctx.client, &self.ctx.name, &self.pod, &container.name, SERVER_EXITED, why.clone());
+                self.event(&container.name, Type::Warning, SERVER_EXITED, why.clone());
             }
             (Outcome::OomKilled, None) => log.note("OOMKilled: the module grew its memory past limits.memory"),
-            (Outcome::Trapped(m) | Outcome::Failed(m), None) => log.note(m),
+            (Outcome::Trapped(m), None) => log.note(m),
+            (Outcome::Failed(m), None) => {
+                log.note(m);
+                // What kubelet records when the runtime cannot start a container.
+                self.event(&container.name, Type::Warning, events::FAILED, events::error(m));
+            }
             (Outcome::Exited(_), None) => {}
         }
         self.ended(which, outcome, started, why)
@@ -646,16 +683,17 @@ impl Shared {
             mounts: p.mounts(),
             memory_limit: p.memory_limit,
             cpu_millis: p.cpu_millis,
-            stdout: log.sink("stdout"),
-            stderr: log.sink("stderr"),
-            stdin: Vec::new(),
+            stdout: Box::new(log.sink("stdout")),
+            stderr: Box::new(log.sink("stderr")),
+            stdin: crate::wasm::Stdin::Empty,
             names: self.names.clone(),
         }
     }
 
-    /// Runs the startup, liveness and readiness probes of main container `i`; returns only
-    /// when the container must be killed (a failed startup or liveness probe).
-    async fn probe(&self, i: usize, p: &Prepared) -> String {
+    /// Runs the startup, liveness and readiness probes of main container `i`, with an
+    /// `Unhealthy` Event for each failed check; returns only when the container must be
+    /// killed (a failed startup or liveness probe), saying which probe and why.
+    async fn probe(&self, i: usize, p: &Prepared) -> (probes::Kind, String) {
         let container = self.container(Which::Main(i));
         let pod_ip = self.pod_ip();
         let exec = |argv: Vec<String>| async move {
@@ -674,8 +712,10 @@ impl Shared {
                     Ok(()) => break,
                     Err(e) => {
                         failures += 1;
+                        let failed = probes::Kind::Startup.failed(&e);
+                        self.event(&container.name, Type::Warning, events::UNHEALTHY, failed.clone());
                         if failures >= schedule.failure_threshold {
-                            return format!("Startup probe failed: {e}");
+                            return (probes::Kind::Startup, failed);
                         }
                     }
                 }
@@ -697,8 +737,10 @@ impl Shared {
                     Ok(()) => failures = 0,
                     Err(e) => {
                         failures += 1;
+                        let failed = probes::Kind::Liveness.failed(&e);
+                        self.event(&container.name, Type::Warning, events::UNHEALTHY, failed.clone());
                         if failures >= schedule.failure_threshold {
-                            return format!("Liveness probe failed: {e}");
+                            return (probes::Kind::Liveness, failed);
                         }
                     }
                 }
@@ -722,6 +764,7 @@ impl Shared {
                     Err(e) => {
                         failures += 1;
                         successes = 0;
+                        self.event(&container.name, Type::Warning, events::UNHEALTHY, probes::Kind::Readiness.failed(&e));
                         if failures >= schedule.failure_threshold {
                             tracing::debug!(pod = %self.name, container = %container.name, error = %e, "readiness probe failed");
                             self.set_ready(i, false);
@@ -752,24 +795,41 @@ impl Shared {
                 Ok(p) => return p,
                 Err(e) => {
                     tracing::info!(pod = %format!("{}/{}", self.namespace, self.name), reason = e.reason, message = %e.message, "cannot start the pod yet");
+                    // Returns the containers now waiting for `reason`.
                     let waiting = |reason: &str, message: &str| {
                         self.update(|s| {
                             let initialized = s.initialized;
+                            let mut held = Vec::new();
                             for c in s.init.iter_mut().chain(s.main.iter_mut()) {
                                 if e.container.as_ref().is_none_or(|n| *n == c.name) && c.terminated().is_none() {
                                     c.waiting(reason, Some(message.to_owned()));
+                                    held.push(c.name.clone());
                                 } else if !initialized && matches!(&c.state, State::Waiting { reason, .. } if reason == "ContainerCreating") {
                                     c.waiting("PodInitializing", None);
                                 }
                             }
+                            held
                         })
                     };
-                    waiting(e.reason, &e.message);
+                    let held = waiting(e.reason, &e.message);
+                    let image = e.container.as_ref().and_then(|n| self.spec().containers.iter().chain(self.spec().init_containers.iter().flatten()).find(|c| c.name == *n)).and_then(|c| c.image.clone()).unwrap_or_default();
+                    for name in &held {
+                        match e.reason {
+                            "ErrImagePull" => self.event(name, Type::Warning, events::FAILED, events::failed_to_pull(&image, &e.message)),
+                            "ErrImageNeverPull" => self.event(name, Type::Warning, events::NEVER_PULL, e.message.clone()),
+                            _ => {}
+                        }
+                        // The waiting reason for pull errors, the error itself for the others.
+                        let what = if e.reason.starts_with("ErrImage") { e.reason } else { e.message.as_str() };
+                        self.event(name, Type::Warning, events::FAILED, events::error(what));
+                    }
                     if e.reason == "ErrImagePull" {
                         // kubelet shows the pull error first, then the back-off.
                         tokio::time::sleep(Duration::from_millis(500).min(delay)).await;
-                        let image = e.container.as_ref().and_then(|n| self.spec().containers.iter().chain(self.spec().init_containers.iter().flatten()).find(|c| c.name == *n)).and_then(|c| c.image.clone()).unwrap_or_default();
-                        waiting("ImagePullBackOff", &format!("Back-off pulling image \"{image}\": {}", e.message));
+                        for name in waiting("ImagePullBackOff", &format!("Back-off pulling image \"{image}\": {}", e.message)) {
+                            self.event(&name, Type::Normal, events::BACK_OFF, events::back_off_pulling(&image));
+                            self.event(&name, Type::Warning, events::FAILED, events::error("ImagePullBackOff"));
+                        }
                     }
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(MAX_BACKOFF);
@@ -793,7 +853,17 @@ impl Shared {
             let one = |reason, message| PrepError { reason, message, container: Some(c.name.clone()) };
             let image = c.image.clone().unwrap_or_default();
             let policy = c.image_pull_policy.as_deref().and_then(PullPolicy::parse).unwrap_or_else(|| PullPolicy::default_for(&image));
-            let pulled = self.ctx.images.pull(&image, policy, &creds).await.map_err(|e| one("ErrImagePull", e.to_string()))?;
+            // kubelet's Pulling before a pull that asks the registry, and Pulled after any.
+            if policy == PullPolicy::Always || (policy == PullPolicy::IfNotPresent && !self.ctx.images.present(&image)) {
+                self.event(&c.name, Type::Normal, events::PULLING, events::pulling(&image));
+            }
+            let pull_started = Instant::now();
+            let pulled = self.ctx.images.pull(&image, policy, &creds).await.map_err(|e| match e {
+                PullError::NotPresent { .. } => one("ErrImageNeverPull", e.to_string()),
+                e => one("ErrImagePull", e.to_string()),
+            })?;
+            let message = if pulled.already_present { events::already_present(&image) } else { events::pulled(&image, pull_started.elapsed(), pulled.size) };
+            self.event(&c.name, Type::Normal, events::PULLED, message);
             let (module, digest) = match &pulled.content {
                 ImageContent::Wasm { path, digest, .. } => (path.clone(), digest.clone()),
                 ImageContent::Linux { .. } => return Err(one("CreateContainerError", format!("{image} is a Linux container image; this node runs wasm images only"))),
@@ -912,6 +982,36 @@ impl Shared {
 /// `ClusterFirst` (the default) searches the pod's namespace, then `svc` and the cluster
 /// domain, with `dnsConfig` searches and `ndots` added; `Default` and `None` use only the
 /// host's resolvers.
+impl Shared {
+    /// Makes the run of `which` reachable by exec and attach until the guard drops; a
+    /// container with `stdin: true` gets its stdin from attach sessions.
+    fn register_exec(&self, which: Which, p: &Prepared, log_path: &std::path::Path, spec: &mut RunSpec) -> crate::exec::Registration {
+        let container = self.container(which);
+        let stdin = container.stdin.unwrap_or(false).then(|| {
+            let (tx, rx) = crate::exec::attach_stdin();
+            spec.stdin = crate::wasm::Stdin::Stream(Box::new(rx));
+            tx
+        });
+        let entry = crate::exec::Container {
+            image: container.image.clone().unwrap_or_default(),
+            module: p.module.clone(),
+            digest: p.digest.clone(),
+            argv: p.argv.clone(),
+            env: p.env.clone(),
+            mounts: p.mounts.clone(),
+            memory_limit: p.memory_limit,
+            cpu_millis: p.cpu_millis,
+            names: self.names.clone(),
+            pod_ip: self.pod_ip(),
+            log: log_path.to_owned(),
+            tty: container.tty.unwrap_or(false),
+            stdin,
+            stdin_once: container.stdin_once.unwrap_or(false),
+        };
+        self.ctx.containers.register(&self.namespace, &self.name, &container.name, entry)
+    }
+}
+
 fn cluster_names(ctx: &NodeCtx, spec: &k8s_openapi::api::core::v1::PodSpec, namespace: &str, pod_ip: std::net::IpAddr) -> Option<Arc<ClusterNames>> {
     let policy = spec.dns_policy.as_deref().unwrap_or("ClusterFirst");
     if !matches!(policy, "ClusterFirst" | "ClusterFirstWithHostNet") {

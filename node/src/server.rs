@@ -74,6 +74,10 @@ pub struct ServerState {
     pub pods: Arc<dyn PodSource>,
     /// How often a followed log is checked for new lines.
     pub poll: Duration,
+    /// Runs exec sessions' instances.
+    pub runtime: Arc<crate::wasm::WasmRuntime>,
+    /// Container runs in progress: what exec, attach and port-forward reach.
+    pub containers: Arc<crate::exec::Containers>,
 }
 
 /// The serving certificate and key, from `<data_dir>/pki/node.{crt,key}`, made (self-signed,
@@ -174,7 +178,7 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, state:
                 let state = state.clone();
                 async move { Ok::<_, std::convert::Infallible>(handle(state, req).await) }
             });
-            let conn = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(tls), service);
+            let conn = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(tls), service).with_upgrades();
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "node server: connection ended with an error");
             }
@@ -186,7 +190,7 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, state:
     while connections.join_next().await.is_some() {}
 }
 
-fn text(code: StatusCode, message: impl Into<String>) -> Response<Body> {
+pub(crate) fn text(code: StatusCode, message: impl Into<String>) -> Response<Body> {
     let mut body = message.into();
     if !body.ends_with('\n') {
         body.push('\n');
@@ -207,13 +211,14 @@ fn authorized<B>(req: &Request<B>, token: &str) -> bool {
 }
 
 /// Answers one request.
-pub async fn handle<B>(state: Arc<ServerState>, req: Request<B>) -> Response<Body> {
+pub async fn handle<B: Send + 'static>(state: Arc<ServerState>, req: Request<B>) -> Response<Body> {
     if !authorized(&req, &state.token) {
         let mut resp = text(StatusCode::UNAUTHORIZED, "Unauthorized");
         resp.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, hyper::header::HeaderValue::from_static("Bearer"));
         return resp;
     }
-    let segments: Vec<&str> = req.uri().path().trim_start_matches('/').split('/').collect();
+    let path = req.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     match segments.as_slice() {
         ["containerLogs", ns, pod, container] if !ns.is_empty() && !pod.is_empty() && !container.is_empty() => {
             if req.method() != Method::GET {
@@ -224,6 +229,15 @@ pub async fn handle<B>(state: Arc<ServerState>, req: Request<B>) -> Response<Bod
                 Err((code, message)) => return text(code, message),
             };
             container_logs(&state, ns, pod, container, options).await
+        }
+        ["exec", ns, pod, container] | ["attach", ns, pod, container] if !ns.is_empty() && !pod.is_empty() && !container.is_empty() => {
+            let (ns, pod, container) = (ns.to_string(), pod.to_string(), container.to_string());
+            let attach = segments[0] == "attach";
+            crate::streams::exec_or_attach(state, req, &ns, &pod, &container, attach)
+        }
+        ["portForward", ns, pod] if !ns.is_empty() && !pod.is_empty() => {
+            let (ns, pod) = (ns.to_string(), pod.to_string());
+            crate::streams::port_forward(state, req, &ns, &pod)
         }
         _ => text(StatusCode::NOT_FOUND, "404 page not found"),
     }
@@ -338,6 +352,26 @@ async fn container_logs(state: &ServerState, ns: &str, pod_name: &str, container
     let mut resp = Response::new(body);
     resp.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain"));
     resp
+}
+
+/// A run's whole output from its start, then what it writes until it ends: what attach
+/// streams. `None` when the log cannot be opened.
+pub(crate) async fn follow_run_log(state: &ServerState, path: PathBuf) -> Option<impl futures::Stream<Item = Bytes> + Send + 'static> {
+    let opened = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || RunLog::open(&path)).await.ok()?.ok()?
+    };
+    let (log, records) = opened;
+    let query = LogQuery::default();
+    let mut joiner = Joiner::default();
+    let mut printer = Printer::new(&query);
+    let mut first = Vec::new();
+    for line in logs::initial_lines(records, &query, &mut joiner) {
+        printer.print(&line, &mut first);
+    }
+    let follow = Follow { log: Some(log), joiner, printer, path, running: state.running_logs.clone(), poll: state.poll, done: false };
+    let first = (!first.is_empty()).then(|| Bytes::from(first));
+    Some(futures::stream::iter(first).chain(futures::stream::unfold(follow, Follow::next_chunk)))
 }
 
 /// Which run's log to read, as kubelet decides from the container's status: with
@@ -487,6 +521,8 @@ mod tests {
             running_logs: Default::default(),
             pods: Arc::new(fake),
             poll: Duration::from_millis(5),
+            runtime: crate::wasm::WasmRuntime::new(&dir.join("compiled")).unwrap(),
+            containers: Default::default(),
         };
         (Arc::new(state), dir)
     }

@@ -89,13 +89,24 @@ pub struct RunSpec {
     pub memory_limit: Option<u64>,
     /// CPU limit in millicores; `None` or >= 1000 means a whole core's share.
     pub cpu_millis: Option<u64>,
-    pub stdout: crate::logs::LineSink,
-    pub stderr: crate::logs::LineSink,
-    /// Bytes on stdin; empty otherwise.
-    pub stdin: Vec<u8>,
+    pub stdout: Output,
+    pub stderr: Output,
+    pub stdin: Stdin,
     /// How a component's outgoing HTTP requests resolve cluster names; `None`: only the
     /// host's resolvers.
     pub names: Option<Arc<ClusterNames>>,
+}
+
+/// Where an instance's stdout or stderr goes: the container log, or an exec session.
+pub type Output = Box<dyn tokio::io::AsyncWrite + Send + Sync + Unpin>;
+
+/// What an instance reads on stdin.
+pub enum Stdin {
+    /// End of file at once.
+    Empty,
+    Bytes(Vec<u8>),
+    /// A stream (`kubectl exec -i`, `attach`): reads wait for it; its end is end of file.
+    Stream(Box<dyn tokio::io::AsyncRead + Send + Sync + Unpin>),
 }
 
 /// Store data of a preview-1 module.
@@ -328,8 +339,14 @@ impl WasmRuntime {
         };
         wasi.stdout(wasmtime_wasi::cli::AsyncStdoutStream::new(64 << 10, spec.stdout));
         wasi.stderr(wasmtime_wasi::cli::AsyncStdoutStream::new(64 << 10, spec.stderr));
-        if !spec.stdin.is_empty() {
-            wasi.stdin(wasmtime_wasi::p2::pipe::MemoryInputPipe::new(spec.stdin));
+        match spec.stdin {
+            Stdin::Empty => {}
+            Stdin::Bytes(bytes) => {
+                wasi.stdin(wasmtime_wasi::p2::pipe::MemoryInputPipe::new(bytes));
+            }
+            Stdin::Stream(stream) => {
+                wasi.stdin(wasmtime_wasi::cli::AsyncStdinStream::new(stream));
+            }
         }
         let limiter = Limiter::new(spec.memory_limit);
         match prepared {
@@ -471,7 +488,7 @@ mod tests {
         let _ = std::fs::remove_file(&log_path);
         let log = crate::logs::LogWriter::open(&log_path, 1 << 20).unwrap();
         let argv = argv.iter().map(|a| a.to_string()).collect();
-        let spec = RunSpec { module: path, digest, argv, env: vec![("MESSAGE".into(), "hi".into())], mounts: vec![], memory_limit: memory, cpu_millis: None, stdout: log.sink("stdout"), stderr: log.sink("stderr"), stdin: vec![], names: None };
+        let spec = RunSpec { module: path, digest, argv, env: vec![("MESSAGE".into(), "hi".into())], mounts: vec![], memory_limit: memory, cpu_millis: None, stdout: Box::new(log.sink("stdout")), stderr: Box::new(log.sink("stderr")), stdin: Stdin::Empty, names: None };
         let outcome = rt.run(spec).await;
         (outcome, crate::logs::read_text(&log_path, &Default::default()))
     }
@@ -562,7 +579,7 @@ mod tests {
             Mount { host: dir.join("config"), guest: "/config".into(), read_only: true },
             Mount { host: dir.join("data"), guest: "/data".into(), read_only: false },
         ];
-        let spec = RunSpec { module: example("envdump.wasm"), digest: "envdump".into(), argv, env: vec![], mounts, memory_limit: None, cpu_millis: None, stdout: log.sink("stdout"), stderr: log.sink("stderr"), stdin: vec![], names: None };
+        let spec = RunSpec { module: example("envdump.wasm"), digest: "envdump".into(), argv, env: vec![], mounts, memory_limit: None, cpu_millis: None, stdout: Box::new(log.sink("stdout")), stderr: Box::new(log.sink("stderr")), stdin: Stdin::Empty, names: None };
         assert_eq!(rt.run(spec).await, Outcome::Exited(0));
         let out = crate::logs::read_text(&log_path, &Default::default());
         assert!(out.contains("== file /config/app.conf\na=1\n"), "{out}");

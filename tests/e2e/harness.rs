@@ -119,6 +119,16 @@ impl Cluster {
         }
     }
 
+    /// The `wasmkube up` process (API server and node in one): what leak checks count.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// How many file descriptors the `wasmkube up` process holds.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map_or(0, |d| d.count())
+    }
+
     /// The admin bearer token (for raw HTTP clients).
     pub fn token(&self) -> String {
         std::fs::read_to_string(self.data_dir.join("pki/admin.token")).expect("token").trim().to_string()

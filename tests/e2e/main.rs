@@ -4,9 +4,12 @@
 mod api;
 mod bad_input;
 mod controllers;
+mod events;
+mod exec;
 mod harness;
 mod logs;
 mod node;
+mod proxy;
 mod python_e2e;
 mod quickstart;
 mod registry;

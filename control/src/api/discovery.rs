@@ -79,6 +79,11 @@ fn subresource_entry(r: &Resource, sub: Subresource) -> Value {
         Subresource::Binding => json!({"name": name, "singularName": "", "namespaced": r.namespaced, "kind": "Binding", "verbs": ["create"]}),
         Subresource::Eviction => json!({"name": name, "singularName": "", "namespaced": r.namespaced, "group": "policy", "version": "v1", "kind": "Eviction", "verbs": ["create"]}),
         Subresource::Log => json!({"name": name, "singularName": "", "namespaced": r.namespaced, "kind": "Pod", "verbs": ["get"]}),
+        Subresource::Exec => json!({"name": name, "singularName": "", "namespaced": r.namespaced, "kind": "PodExecOptions", "verbs": ["create", "get"]}),
+        Subresource::Attach => json!({"name": name, "singularName": "", "namespaced": r.namespaced, "kind": "PodAttachOptions", "verbs": ["create", "get"]}),
+        Subresource::PortForward => json!({"name": name, "singularName": "", "namespaced": r.namespaced, "kind": "PodPortForwardOptions", "verbs": ["create", "get"]}),
+        Subresource::Proxy => json!({"name": name, "singularName": "", "namespaced": r.namespaced, "kind": format!("{}ProxyOptions", r.kind), "verbs": ["create", "delete", "get", "patch", "update"]}),
+        Subresource::EphemeralContainers => json!({"name": name, "singularName": "", "namespaced": r.namespaced, "kind": "Pod", "verbs": ["get", "patch", "update"]}),
         Subresource::Finalize => json!({"name": name, "singularName": "", "namespaced": r.namespaced, "kind": r.kind, "verbs": ["update"]}),
     }
 }

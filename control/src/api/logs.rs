@@ -255,7 +255,7 @@ async fn fetch(url: &str, token: &str) -> Result<axum::http::Response<hyper::bod
 /// presents but not who issued it: node certificates are self-signed, and upstream's API
 /// server likewise verifies nothing about them unless given `--kubelet-certificate-authority`.
 /// The bearer token still only goes over an encrypted connection.
-fn node_tls() -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+pub(super) fn node_tls() -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
     static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
     if let Some(cfg) = CONFIG.get() {
         return Ok(cfg.clone());

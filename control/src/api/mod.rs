@@ -3,6 +3,7 @@
 //! [`router`] builds the whole HTTP surface from the resource table; [`serve`]
 //! runs it over TLS on a listener until a shutdown future completes.
 
+pub mod connect;
 pub mod defaults;
 pub mod discovery;
 pub mod handlers;
@@ -10,6 +11,7 @@ pub mod logs;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;
+pub mod proxy;
 pub mod request;
 pub mod resources;
 pub mod schema;
@@ -88,6 +90,14 @@ async fn dispatch(State(state): State<SharedState>, req: Request) -> Response {
                 e.into_response()
             });
         }
+    }
+    // Streams into a pod (exec, attach, port-forward) pass through to its node, and the
+    // proxy subresources to the pod, Service or node, for as long as they last.
+    if let Some(target) = connect::connect_path(&path) {
+        return connect::serve(state, req, target).await;
+    }
+    if let Some(target) = proxy::proxy_path(&path) {
+        return proxy::serve(state, req, target).await;
     }
     let declared = req.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {

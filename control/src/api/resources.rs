@@ -18,6 +18,16 @@ pub enum Subresource {
     Log,
     /// `namespaces/finalize`: replaces `spec.finalizers`.
     Finalize,
+    /// `pods/exec`: a command in a container, streamed over a WebSocket.
+    Exec,
+    /// `pods/attach`: the running container's streams.
+    Attach,
+    /// `pods/portforward`: TCP to the pod's ports.
+    PortForward,
+    /// `pods/proxy`, `services/proxy`, `nodes/proxy`: HTTP passed through.
+    Proxy,
+    /// `pods/ephemeralcontainers`: debug containers added to a running pod.
+    EphemeralContainers,
 }
 
 impl Subresource {
@@ -29,11 +39,16 @@ impl Subresource {
             Self::Eviction => "eviction",
             Self::Log => "log",
             Self::Finalize => "finalize",
+            Self::Exec => "exec",
+            Self::Attach => "attach",
+            Self::PortForward => "portforward",
+            Self::Proxy => "proxy",
+            Self::EphemeralContainers => "ephemeralcontainers",
         }
     }
 
     pub fn from_path(s: &str) -> Option<Self> {
-        [Self::Status, Self::Scale, Self::Binding, Self::Eviction, Self::Log, Self::Finalize]
+        [Self::Status, Self::Scale, Self::Binding, Self::Eviction, Self::Log, Self::Finalize, Self::Exec, Self::Attach, Self::PortForward, Self::Proxy, Self::EphemeralContainers]
             .into_iter()
             .find(|x| x.path() == s)
     }
@@ -118,12 +133,12 @@ macro_rules! res {
 /// Every resource the API server serves.
 pub static RESOURCES: &[Resource] = &[
     res!("", "v1", "Namespace", "namespaces", "namespace", false, &["ns"], NONE, &[Status, Finalize], false),
-    res!("", "v1", "Pod", "pods", "pod", true, &["po"], ALL, &[Status, Binding, Eviction, Log], true),
-    res!("", "v1", "Service", "services", "service", true, &["svc"], ALL, &[Status], true),
+    res!("", "v1", "Pod", "pods", "pod", true, &["po"], ALL, &[Attach, Binding, EphemeralContainers, Eviction, Exec, Log, PortForward, Proxy, Status], true),
+    res!("", "v1", "Service", "services", "service", true, &["svc"], ALL, &[Proxy, Status], true),
     res!("", "v1", "Endpoints", "endpoints", "endpoints", true, &["ep"], NONE, &[], false),
     res!("", "v1", "ConfigMap", "configmaps", "configmap", true, &["cm"], NONE, &[], false),
     res!("", "v1", "Secret", "secrets", "secret", true, NO_SHORT, NONE, &[], false),
-    res!("", "v1", "Node", "nodes", "node", false, &["no"], NONE, &[Status], true),
+    res!("", "v1", "Node", "nodes", "node", false, &["no"], NONE, &[Proxy, Status], true),
     res!("", "v1", "Event", "events", "event", true, &["ev"], NONE, &[], false),
     res!("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", true, &["sa"], NONE, &[], false),
     res!("", "v1", "ReplicationController", "replicationcontrollers", "replicationcontroller", true, &["rc"], ALL, &[Status, Scale], true),
