@@ -34,8 +34,10 @@ impl Sources {
     pub fn wanted(pod: &Pod) -> (Vec<String>, Vec<String>) {
         let (mut cms, mut secrets) = (Vec::new(), Vec::new());
         let Some(spec) = &pod.spec else { return (cms, secrets) };
-        for c in spec.containers.iter().chain(spec.init_containers.iter().flatten()) {
-            for e in c.env.iter().flatten() {
+        let regular = spec.containers.iter().chain(spec.init_containers.iter().flatten()).map(|c| (&c.env, &c.env_from));
+        let ephemeral = spec.ephemeral_containers.iter().flatten().map(|c| (&c.env, &c.env_from));
+        for (env, env_from) in regular.chain(ephemeral) {
+            for e in env.iter().flatten() {
                 if let Some(from) = &e.value_from {
                     if let Some(r) = &from.config_map_key_ref {
                         cms.push(r.name.clone());
@@ -45,7 +47,7 @@ impl Sources {
                     }
                 }
             }
-            for f in c.env_from.iter().flatten() {
+            for f in env_from.iter().flatten() {
                 if let Some(r) = &f.config_map_ref {
                     cms.push(r.name.clone());
                 }

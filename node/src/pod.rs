@@ -23,6 +23,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
 
+mod ephemeral;
+
 /// Kubelet's cap on crash-loop and image-pull back-off.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// A container that ran this long without crashing starts its back-off afresh.
@@ -77,6 +79,8 @@ pub async fn run(ctx: Arc<NodeCtx>, mut feed: watch::Receiver<Option<Arc<Pod>>>)
     let sh = Arc::new(Shared::new(ctx.clone(), pod.clone(), pod_ip.to_string()));
     let _ = sh.write_now().await;
     let writer = tokio::spawn(write_status(sh.clone()));
+    let mut debuggers = ephemeral::Debuggers::default();
+    debuggers.start(&sh, &pod);
 
     let deadline = sh.deadline();
     let mut work = Some(Box::pin(sh.clone().run_all()));
@@ -95,7 +99,8 @@ pub async fn run(ctx: Arc<NodeCtx>, mut feed: watch::Receiver<Option<Arc<Pod>>>)
                 match latest {
                     None => break End::Gone,
                     Some(p) if p.metadata.deletion_timestamp.is_some() => break End::Deleting(p),
-                    Some(_) => {} // pod specs are immutable where it matters to the node
+                    // Otherwise only debug containers are added to a pod's spec.
+                    Some(p) => debuggers.start(&sh, &p),
                 }
             }
             _ = stopping.wait_for(|s| *s) => break End::NodeStopping,
@@ -108,6 +113,7 @@ pub async fn run(ctx: Arc<NodeCtx>, mut feed: watch::Receiver<Option<Arc<Pod>>>)
         }
     }
     drop(work);
+    drop(debuggers);
     writer.abort();
     match end {
         End::NodeStopping => return, // left as it is for the next start of the node
@@ -407,7 +413,7 @@ impl Shared {
     /// Marks whatever was running as killed by the node.
     fn stopped(&self, message: &str) {
         self.update(|s| {
-            for c in s.init.iter_mut().chain(s.main.iter_mut()) {
+            for c in s.init.iter_mut().chain(s.main.iter_mut()).chain(s.ephemeral.iter_mut()) {
                 if let State::Running { started } = &c.state {
                     let (started, container_id) = (started.clone(), c.run_id.clone());
                     c.state = State::Terminated(Terminated { exit_code: 137, reason: "Error".into(), message: Some(message.to_owned()), started, finished: status::now(), container_id });
@@ -580,7 +586,7 @@ impl Shared {
         self.event(&container.name, Type::Normal, events::STARTED, events::started(&container.name));
         let mut spec = self.run_spec(p, p.argv.clone(), &log);
         // `kubectl exec` and `attach` find the run here while it lasts.
-        let _exec = self.register_exec(which, p, &log_path, &mut spec);
+        let _exec = self.register_exec(container, p, &log_path, &mut spec);
         let run = async {
             match &p.executor {
                 Executor::Command => self.ctx.runtime.run(spec).await,
@@ -652,15 +658,7 @@ impl Shared {
 
     /// Records how a run ended; `why` (if any) is the state's message instead of the outcome's.
     fn ended(&self, which: Which, outcome: Outcome, started: String, why: Option<String>) -> Terminated {
-        let (reason, message) = match &outcome {
-            Outcome::Exited(0) => ("Completed", None),
-            Outcome::Exited(_) => ("Error", None),
-            Outcome::OomKilled => ("OOMKilled", None),
-            Outcome::Trapped(m) => ("Error", Some(m.clone())),
-            Outcome::Failed(m) => ("StartError", Some(m.clone())),
-        };
-        let term = Terminated { exit_code: outcome.exit_code(), reason: reason.into(), message: why.or(message), started, finished: status::now(), container_id: String::new() };
-        self.finish(which, term)
+        self.finish(which, termination(outcome, started, why))
     }
 
     /// Records how the current run ended; the returned state names the run.
@@ -840,7 +838,7 @@ impl Shared {
 
     async fn prepare(&self) -> Result<Vec<Prepared>, PrepError> {
         let all = |reason, message| PrepError { reason, message, container: None };
-        let sources = self.fetch_sources().await.map_err(|m| all("CreateContainerConfigError", m))?;
+        let sources = self.fetch_sources(&self.pod).await.map_err(|m| all("CreateContainerConfigError", m))?;
         let creds = self.pull_credentials().await;
         let pod_ip = self.pod_ip();
         let facts = PodFacts { pod: &self.pod, pod_ip: &pod_ip, host_ip: &self.ctx.host_ip, node_name: &self.ctx.name };
@@ -902,8 +900,8 @@ impl Shared {
     }
 
     /// The ConfigMaps and Secrets the pod uses, fetched through the API.
-    async fn fetch_sources(&self) -> Result<Sources, String> {
-        let (cm_names, secret_names) = Sources::wanted(&self.pod);
+    async fn fetch_sources(&self, pod: &Pod) -> Result<Sources, String> {
+        let (cm_names, secret_names) = Sources::wanted(pod);
         let mut sources = Sources::default();
         let cms: Api<ConfigMap> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
         for name in cm_names {
@@ -985,8 +983,7 @@ impl Shared {
 impl Shared {
     /// Makes the run of `which` reachable by exec and attach until the guard drops; a
     /// container with `stdin: true` gets its stdin from attach sessions.
-    fn register_exec(&self, which: Which, p: &Prepared, log_path: &std::path::Path, spec: &mut RunSpec) -> crate::exec::Registration {
-        let container = self.container(which);
+    fn register_exec(&self, container: &Container, p: &Prepared, log_path: &std::path::Path, spec: &mut RunSpec) -> crate::exec::Registration {
         let stdin = container.stdin.unwrap_or(false).then(|| {
             let (tx, rx) = crate::exec::attach_stdin();
             spec.stdin = crate::wasm::Stdin::Stream(Box::new(rx));
@@ -1026,6 +1023,19 @@ fn cluster_names(ctx: &NodeCtx, spec: &k8s_openapi::api::core::v1::PodSpec, name
         }
     }
     Some(Arc::new(ClusterNames::new(ctx.services.clone(), &ctx.cluster_domain, search, ctx.runtime.local_servers(), pod_ip)))
+}
+
+/// How a run ended, in the container status's words; `why` (if any) is the message
+/// instead of the outcome's.
+fn termination(outcome: Outcome, started: String, why: Option<String>) -> Terminated {
+    let (reason, message) = match &outcome {
+        Outcome::Exited(0) => ("Completed", None),
+        Outcome::Exited(_) => ("Error", None),
+        Outcome::OomKilled => ("OOMKilled", None),
+        Outcome::Trapped(m) => ("Error", Some(m.clone())),
+        Outcome::Failed(m) => ("StartError", Some(m.clone())),
+    };
+    Terminated { exit_code: outcome.exit_code(), reason: reason.into(), message: why.or(message), started, finished: status::now(), container_id: String::new() }
 }
 
 /// Pending until every container has started once, Running after; the terminal phases

@@ -512,7 +512,7 @@ impl<R: AsyncRead + Unpin> ReadSession<R> {
     }
 
     async fn open_stream(&mut self, id: u32, flags: u8, headers: Vec<(String, String)>) {
-        if id % 2 == 0 || id <= self.last_id {
+        if id.is_multiple_of(2) || id <= self.last_id {
             tracing::debug!(
                 stream = id,
                 last = self.last_id,
@@ -1044,8 +1044,8 @@ mod tests {
 
     #[test]
     fn dictionary_is_spdy3s() {
-        // zlib reports a dictionary's Adler-32; e3c6a7c2 is the id every SPDY/3 header
-        // stream names after its 78 f9 (or 78 bb, 78 3f...) zlib header.
+        // zlib reports a dictionary's Adler-32; e3c6a7c2 is the dictionary id every SPDY/3
+        // header stream carries right after its zlib header.
         let mut compress = Compress::new(Compression::default(), true);
         assert_eq!(compress.set_dictionary(DICTIONARY).unwrap(), 0xe3c6_a7c2);
     }
@@ -1332,7 +1332,8 @@ mod tests {
         huge_syn[5..8].copy_from_slice(&[0xff, 0xff, 0xff]);
         let mut truncated = control(SYN_STREAM, 0, &[0; 20]);
         truncated.truncate(13);
-        let cases: Vec<(&str, Vec<u8>, fn(&SpdyError) -> bool)> = vec![
+        type Case = (&'static str, Vec<u8>, fn(&SpdyError) -> bool);
+        let cases: Vec<Case> = vec![
             ("version 2", syn_version_2, |e| {
                 matches!(e, SpdyError::UnsupportedVersion(2))
             }),

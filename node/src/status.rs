@@ -42,7 +42,7 @@ pub struct Container {
 }
 
 impl Container {
-    fn new(name: &str, image: &str) -> Self {
+    pub fn new(name: &str, image: &str) -> Self {
         Self {
             name: name.to_owned(),
             image: image.to_owned(),
@@ -120,6 +120,8 @@ pub struct PodState {
     pub initialized: bool,
     pub init: Vec<Container>,
     pub main: Vec<Container>,
+    /// Debug containers added to the running pod, each run once.
+    pub ephemeral: Vec<Container>,
     /// When each condition last changed, so `lastTransitionTime` means what it says.
     transitions: [(bool, String); 4],
 }
@@ -170,6 +172,7 @@ impl PodState {
             initialized: spec.init_containers.as_ref().is_none_or(Vec::is_empty),
             init: spec.init_containers.iter().flatten().map(|c| restore(c, status.init_container_statuses.as_ref())).collect(),
             main: spec.containers.iter().map(|c| restore(c, status.container_statuses.as_ref())).collect(),
+            ephemeral: spec.ephemeral_containers.iter().flatten().map(|c| restore_ephemeral(c, status.ephemeral_container_statuses.as_ref())).collect(),
             transitions: std::array::from_fn(|_| (false, now.clone())),
         }
     }
@@ -202,6 +205,9 @@ impl PodState {
             v["podIP"] = json!(self.pod_ip);
             v["podIPs"] = json!([{"ip": self.pod_ip}]);
         }
+        if !self.ephemeral.is_empty() {
+            v["ephemeralContainerStatuses"] = json!(self.ephemeral.iter().map(Container::to_json).collect::<Vec<_>>());
+        }
         if !self.init.is_empty() {
             v["initContainerStatuses"] = json!(self.init.iter().map(Container::to_json).collect::<Vec<_>>());
         }
@@ -210,6 +216,29 @@ impl PodState {
         v["message"] = self.message.as_ref().map_or(Value::Null, |m| json!(m));
         v
     }
+}
+
+/// An ephemeral container as an earlier run of this node left it. It never restarts: one
+/// that was running when the node went away has ended, as kubelet reports it (`Unknown`).
+fn restore_ephemeral(c: &k8s_openapi::api::core::v1::EphemeralContainer, old: Option<&Vec<k8s_openapi::api::core::v1::ContainerStatus>>) -> Container {
+    let mut s = Container::new(&c.name, c.image.as_deref().unwrap_or_default());
+    let Some(prev) = old.into_iter().flatten().find(|s| s.name == c.name) else { return s };
+    s.run_id = prev.container_id.clone().unwrap_or_default();
+    s.image_id = prev.image_id.clone();
+    let state = prev.state.clone().unwrap_or_default();
+    if let Some(t) = &state.terminated {
+        s.state = State::Terminated(restore_terminated(t));
+    } else if let Some(running) = &state.running {
+        s.state = State::Terminated(Terminated {
+            exit_code: 255,
+            reason: "Unknown".into(),
+            message: None,
+            started: running.started_at.as_ref().map(|t| t.0.to_string()).unwrap_or_default(),
+            finished: now(),
+            container_id: s.run_id.clone(),
+        });
+    }
+    s
 }
 
 fn restore_terminated(t: &k8s_openapi::api::core::v1::ContainerStateTerminated) -> Terminated {

@@ -227,8 +227,9 @@ async fn read_client(mut stream: futures::stream::SplitStream<Ws>, mut stdin: Op
     while let Some(msg) = stream.next().await {
         let data = match msg {
             Ok(Message::Binary(b)) => b,
-            // Text frames are the base64 protocols, which this node does not offer.
-            Ok(Message::Text(_)) => return,
+            // The Python client sends str stdin as text frames, channel byte first; kubelet
+            // reads both kinds alike.
+            Ok(Message::Text(t)) => Bytes::copy_from_slice(t.as_bytes()),
             Ok(Message::Close(_)) | Err(_) => return,
             Ok(_) => continue,
         };

@@ -278,15 +278,25 @@ fn echo(t: &mut Ctx, args: &[String]) -> i32 {
     0
 }
 
+/// Copies stdin as it comes: an interactive session sees each piece echoed at once.
+fn copy_stdin(stdin: &mut dyn Read, out: &mut dyn Write) {
+    let mut buf = vec![0u8; 32 << 10];
+    while let Ok(n @ 1..) = stdin.read(&mut buf) {
+        if out.write_all(&buf[..n]).and_then(|()| out.flush()).is_err() {
+            return;
+        }
+    }
+}
+
 fn cat(t: &mut Ctx, args: &[String], mut stdin: Box<dyn Read + Send>) -> i32 {
     let files: Vec<&String> = args.iter().filter(|a| !a.starts_with('-') || a.as_str() == "-").collect();
     if files.is_empty() {
-        let _ = std::io::copy(&mut stdin, t.out);
+        copy_stdin(&mut stdin, t.out);
         return 0;
     }
     for f in files {
         if f == "-" {
-            let _ = std::io::copy(&mut stdin, t.out);
+            copy_stdin(&mut stdin, t.out);
             continue;
         }
         let opened = match t.fs.read_path(f, true) {

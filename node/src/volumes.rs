@@ -84,6 +84,21 @@ pub fn prepare(pod_dir: &Path, volumes: &[Volume], facts: &PodFacts, sources: &S
     Ok(out)
 }
 
+/// Where the pod's volumes already live, as [`prepare`] wrote them, without writing them
+/// again: a container added to a running pod must not pull its siblings' files away.
+pub fn existing(pod_dir: &Path, volumes: &[Volume]) -> BTreeMap<String, Prepared> {
+    volumes
+        .iter()
+        .map(|v| {
+            let prepared = match &v.host_path {
+                Some(hp) => Prepared { host: PathBuf::from(&hp.path), always_read_only: false },
+                None => Prepared { host: pod_dir.join("volumes").join(&v.name), always_read_only: v.empty_dir.is_none() },
+            };
+            (v.name.clone(), prepared)
+        })
+        .collect()
+}
+
 /// The container's `volumeMounts` as WASI preopens.
 pub fn mounts(container: &Container, volumes: &BTreeMap<String, Prepared>) -> Result<Vec<Mount>, VolumeError> {
     let mut out = Vec::new();

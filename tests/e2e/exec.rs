@@ -207,3 +207,27 @@ fn attach_streams_a_running_container_and_run_it_rm_prints_and_cleans_up() {
     assert!(code != 0 && err.contains("pods \"ghost\" not found"), "{err}");
     c.stop();
 }
+
+#[test]
+fn the_python_client_execs_streams_stdin_and_port_forwards_and_nothing_leaks() {
+    crate::python_e2e::check_python();
+    let (c, _dir) = Cluster::start();
+    let job = c.push_example("job");
+    let web = c.push_example("hello-wagi");
+    c.apply(&sleeper("box", &job));
+    c.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  annotations: {{wasmkube.io/executor: wagi}}\nspec:\n  containers:\n  - name: web\n    image: \"{web}\"\n    ports: [{{containerPort: 8080}}]\n    readinessProbe: {{httpGet: {{path: /, port: 8080}}, periodSeconds: 1}}\n"
+    ));
+    c.wait_jsonpath(&["pod", "box"], "{.status.phase}", "Running", 120);
+    c.wait_jsonpath(&["pod", "web"], "{.status.conditions[?(@.type==\"Ready\")].status}", "True", 120);
+    let fds_before = c.open_fds();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/python/stream_e2e.py");
+    let out = Command::new("python3").arg(script).env("KUBECONFIG", &c.kubeconfig).env("EXEC_POD", "box").env("WEB_POD", "web").output().expect("run python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "stream_e2e.py failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.lines().last().is_some_and(|l| l.ends_with(" passed, 0 failed")), "{stdout}");
+    // 200 sessions later: descriptors back to where they were, the node still Ready.
+    wait_for(30, "file descriptors to be released", || (c.open_fds() <= fds_before + 2).then_some(()));
+    assert_eq!(c.jsonpath(&["nodes"], "{.items[0].status.conditions[?(@.type==\"Ready\")].status}"), "True");
+    c.stop();
+}

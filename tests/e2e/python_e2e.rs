@@ -14,7 +14,7 @@ use std::process::Command;
 const CLIENT_VERSION: &str = "32.0.1";
 
 /// The installed client must be the pinned one.
-fn check_python() {
+pub fn check_python() {
     let out = Command::new("python3").args(["-c", "import kubernetes; print(kubernetes.__version__)"]).output().expect("run python3");
     let version = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     assert!(out.status.success() && version == CLIENT_VERSION, "python3 needs kubernetes=={CLIENT_VERSION} (scripts/test installs it); found {version:?}: {}", String::from_utf8_lossy(&out.stderr));

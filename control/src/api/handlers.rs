@@ -323,6 +323,21 @@ pub enum Part {
     Main,
     /// `/status`: only status is taken from the request.
     Status,
+    /// `pods/ephemeralcontainers`: only `spec.ephemeralContainers` is taken from the request.
+    EphemeralContainers,
+}
+
+/// `spec.ephemeralContainers` of `from` set on `to` (or removed when `from` has none).
+fn set_ephemeral_containers(to: &mut Value, from: &Value) {
+    match (from.pointer("/spec/ephemeralContainers").cloned(), to.get_mut("spec").and_then(Value::as_object_mut)) {
+        (Some(ec), Some(spec)) => {
+            spec.insert("ephemeralContainers".into(), ec);
+        }
+        (None, Some(spec)) => {
+            spec.remove("ephemeralContainers");
+        }
+        _ => {}
+    }
 }
 
 fn without_meta_and_status(obj: &Value) -> Value {
@@ -378,7 +393,16 @@ pub fn update_object(state: &ApiState, addr: &Address, current: &Value, mut new:
                 }
             }
         }
+    } else if part == Part::EphemeralContainers {
+        // Upstream's ephemeralcontainers strategy ignores the rest of the body.
+        let sent = new;
+        new = current.clone();
+        set_ephemeral_containers(&mut new, &sent);
     } else if res.has(Subresource::Status) {
+        // Only the subresource adds debug containers; an update of the pod keeps them.
+        if res.kind == "Pod" {
+            set_ephemeral_containers(&mut new, current);
+        }
         match current.get("status") {
             Some(s) => new["status"] = s.clone(),
             None => {
@@ -459,6 +483,11 @@ pub fn replace(state: &ApiState, addr: &Address, headers: &HeaderMap, body: &[u8
             check_type_meta(res, &mut n)?;
             (update_object(state, addr, &current, n, Part::Status, query.dry_run())?, vec![])
         }
+        Some(Subresource::EphemeralContainers) => {
+            let mut n = new;
+            check_type_meta(res, &mut n)?;
+            (update_object(state, addr, &current, n, Part::EphemeralContainers, query.dry_run())?, vec![])
+        }
         Some(Subresource::Finalize) => {
             let mut merged = (*current).clone();
             merged["spec"]["finalizers"] = new.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
@@ -535,7 +564,11 @@ pub fn patch(state: &ApiState, addr: &Address, headers: &HeaderMap, body: &[u8],
             }
             sub => {
                 let patched = apply_patch(res.kind, &ct, &current, &patch_doc)?;
-                let part = if sub == Some(Subresource::Status) { Part::Status } else { Part::Main };
+                let part = match sub {
+                    Some(Subresource::Status) => Part::Status,
+                    Some(Subresource::EphemeralContainers) => Part::EphemeralContainers,
+                    _ => Part::Main,
+                };
                 let warnings = if part == Part::Main { check_schema(res, &patched, query)? } else { vec![] };
                 update_object(state, addr, &current, patched, part, query.dry_run()).map(|u| ((*u).clone(), warnings))
             }

@@ -191,10 +191,10 @@ fn route(state: &ApiState, method: &Method, path: &str, headers: &axum::http::He
         (Method::POST, false, None) => handlers::create(state, &addr, headers, body, &query, wanted),
         (Method::POST, true, Some(Subresource::Binding)) => handlers::bind(state, &addr, headers, body),
         (Method::POST, true, Some(Subresource::Eviction)) => handlers::evict(state, &addr, headers, body),
-        (Method::PUT, true, None | Some(Subresource::Status | Subresource::Scale | Subresource::Finalize)) => {
+        (Method::PUT, true, None | Some(Subresource::Status | Subresource::Scale | Subresource::Finalize | Subresource::EphemeralContainers)) => {
             handlers::replace(state, &addr, headers, body, &query, wanted)
         }
-        (Method::PATCH, true, None | Some(Subresource::Status | Subresource::Scale)) => handlers::patch(state, &addr, headers, body, &query, wanted),
+        (Method::PATCH, true, None | Some(Subresource::Status | Subresource::Scale | Subresource::EphemeralContainers)) => handlers::patch(state, &addr, headers, body, &query, wanted),
         (Method::DELETE, true, None) => handlers::delete(state, &addr, headers, body, &query),
         (Method::DELETE, false, None) => handlers::delete_collection(state, &addr, headers, body, &query),
         _ => Err(ApiError::MethodNotAllowed),
@@ -401,14 +401,42 @@ mod tests {
         let s = state();
         let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[{"name":"c","image":"i:1"}]}}"#;
         assert_eq!(call(&s, "POST", "/api/v1/namespaces/default/pods", "application/json", pod).await.0, 201);
-        // What `kubectl debug` sends; kubectl reads `details.name` of the 404.
-        let patch = r#"{"spec":{"ephemeralContainers":[{"name":"debugger","image":"busybox"}]}}"#;
-        let (code, body) = call(&s, "PATCH", "/api/v1/namespaces/default/pods/p/ephemeralcontainers", "application/strategic-merge-patch+json", patch).await;
-        assert_eq!(code, 404);
-        assert!(body.ends_with("\"reason\":\"NotFound\",\"details\":{},\"code\":404}\n"), "{body}");
-        let (code, body) = call(&s, "GET", "/api/v1/namespaces/default/pods/p/exec", "application/json", "").await;
+        let (code, body) = call(&s, "PATCH", "/api/v1/namespaces/default/pods/p/scale", "application/merge-patch+json", "{}").await;
         assert_eq!(code, 404);
         assert!(body.contains(r#""message":"the server could not find the requested resource","reason":"NotFound","details":{}"#), "{body}");
+    }
+
+    #[tokio::test]
+    async fn ephemeral_containers_change_only_through_their_subresource() {
+        let s = state();
+        let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","labels":{"a":"b"}},"spec":{"containers":[{"name":"c","image":"i:1"}]}}"#;
+        assert_eq!(call(&s, "POST", "/api/v1/namespaces/default/pods", "application/json", pod).await.0, 201);
+        const EC: &str = "/api/v1/namespaces/default/pods/p/ephemeralcontainers";
+        // What `kubectl debug` sends; anything else in the body is ignored.
+        let patch = r#"{"metadata":{"labels":{"a":"changed"}},"spec":{"ephemeralContainers":[{"name":"debugger","image":"busybox","resources":{},"stdin":true}]}}"#;
+        let (code, body) = call(&s, "PATCH", EC, "application/strategic-merge-patch+json", patch).await;
+        assert_eq!(code, 200, "{body}");
+        let got: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(got["spec"]["ephemeralContainers"][0]["name"], "debugger");
+        assert_eq!(got["metadata"]["labels"]["a"], "b");
+        let (code, body) = call(&s, "GET", EC, "application/json", "").await;
+        assert_eq!((code, body.contains(r#""kind":"Pod""#)), (200, true), "{body}");
+        // A second one with the same name merges into the first: a change, refused.
+        let again = r#"{"spec":{"ephemeralContainers":[{"name":"debugger","image":"other"}]}}"#;
+        let (code, body) = call(&s, "PATCH", EC, "application/strategic-merge-patch+json", again).await;
+        assert_eq!(code, 422, "{body}");
+        assert!(body.contains(r#"spec.ephemeralContainers[debugger]: Forbidden: existing ephemeral containers \"debugger\" may not be changed"#), "{body}");
+        let ported = r#"{"spec":{"ephemeralContainers":[{"name":"d2","image":"x","ports":[{"containerPort":80}]}]}}"#;
+        let (code, body) = call(&s, "PATCH", EC, "application/strategic-merge-patch+json", ported).await;
+        assert_eq!(code, 422, "{body}");
+        assert!(body.contains("].ports: Forbidden: cannot be set for an Ephemeral Container"), "{body}");
+        // A plain update of the pod keeps them.
+        let (_, current) = call(&s, "GET", "/api/v1/namespaces/default/pods/p", "application/json", "").await;
+        let mut current: serde_json::Value = serde_json::from_str(&current).unwrap();
+        current["spec"].as_object_mut().unwrap().remove("ephemeralContainers");
+        let (code, body) = call(&s, "PUT", "/api/v1/namespaces/default/pods/p", "application/json", &current.to_string()).await;
+        assert_eq!(code, 200, "{body}");
+        assert!(body.contains(r#""name":"debugger""#), "{body}");
     }
 
     #[tokio::test]

@@ -210,6 +210,10 @@ impl V {
                 self.container(c, &format!("{path}.{list}[{i}]"), &mut names, &volumes);
             }
         }
+        let regular = names.clone();
+        for (i, c) in spec.get("ephemeralContainers").and_then(Value::as_array).into_iter().flatten().enumerate() {
+            self.ephemeral_container(c, &format!("{path}.ephemeralContainers[{i}]"), &mut names, &regular, &volumes);
+        }
         if let Some(rp) = spec.get("restartPolicy").and_then(Value::as_str) {
             if !restart_policies.contains(&rp) {
                 self.push(FieldError::not_supported(format!("{path}.restartPolicy"), rp, restart_policies));
@@ -298,6 +302,47 @@ impl V {
             }
         }
         self.resources(c, path);
+    }
+
+    /// Upstream's `validateEphemeralContainers`: a container, with a name unique across all
+    /// of the pod's, and none of the fields a debug container must not rely on.
+    fn ephemeral_container(&mut self, c: &Value, path: &str, names: &mut Vec<String>, regular: &[String], volumes: &[&str]) {
+        self.container(c, path, names, volumes);
+        if let Some(t) = c.get("targetContainerName").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+            if !regular.iter().any(|n| n == t) {
+                self.push(FieldError::not_found(format!("{path}.targetContainerName"), t));
+            }
+        }
+        // Go's zero values (an empty struct or list) count as unset.
+        let set = |v: &Value| !matches!(v, Value::Null) && v.as_object().is_none_or(|m| !m.is_empty()) && v.as_array().is_none_or(|a| !a.is_empty());
+        for f in ["ports", "resources", "resizePolicy", "livenessProbe", "readinessProbe", "startupProbe", "lifecycle", "restartPolicy"] {
+            if c.get(f).is_some_and(set) {
+                self.push(FieldError::forbidden(format!("{path}.{f}"), "cannot be set for an Ephemeral Container"));
+            }
+        }
+        for (i, m) in c.get("volumeMounts").and_then(Value::as_array).into_iter().flatten().enumerate() {
+            for f in ["subPath", "subPathExpr"] {
+                if m.get(f).and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
+                    self.push(FieldError::forbidden(format!("{path}.volumeMounts[{i}].{f}"), "cannot be set for an Ephemeral Container"));
+                }
+            }
+        }
+    }
+
+    /// Upstream's `ValidatePodEphemeralContainersUpdate`: debug containers are only added.
+    fn ephemeral_update(&mut self, obj: &Value, old: &Value) {
+        let list = |p: &Value| p.pointer("/spec/ephemeralContainers").and_then(Value::as_array).cloned().unwrap_or_default();
+        let new = list(obj);
+        for was in list(old) {
+            let name = was.get("name").and_then(Value::as_str).unwrap_or_default();
+            match new.iter().find(|c| c.get("name").and_then(Value::as_str) == Some(name)) {
+                None => self.push(FieldError::forbidden("spec.ephemeralContainers", format!("existing ephemeral containers {name:?} may not be removed\n"))),
+                Some(now) if *now != was => {
+                    self.push(FieldError::forbidden(format!("spec.ephemeralContainers[{name}]"), format!("existing ephemeral containers {name:?} may not be changed")));
+                }
+                Some(_) => {}
+            }
+        }
     }
 
     fn resources(&mut self, c: &Value, path: &str) {
@@ -597,7 +642,12 @@ pub fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Vec<FieldError>
     let mut v = V { errs: Vec::new() };
     v.metadata(kind, obj);
     match kind {
-        "Pod" => v.pod_spec(obj.get("spec").unwrap_or(&Value::Null), "spec", &["Always", "OnFailure", "Never"]),
+        "Pod" => {
+            v.pod_spec(obj.get("spec").unwrap_or(&Value::Null), "spec", &["Always", "OnFailure", "Never"]);
+            if old.is_none() && obj.pointer("/spec/ephemeralContainers").and_then(Value::as_array).is_some_and(|a| !a.is_empty()) {
+                v.push(FieldError::forbidden("spec.ephemeralContainers", "cannot be set on create"));
+            }
+        }
         "Deployment" => {
             v.workload(obj, kind);
             v.deployment(obj);
@@ -626,6 +676,7 @@ pub fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Vec<FieldError>
             }
             "Secret" => v.immutable(obj, old, "/type", "type"),
             "Pod" => {
+                v.ephemeral_update(obj, old);
                 // Upstream allows only image and a few scheduling fields to change on a pod.
                 let strip = |p: &Value| {
                     let mut s = p.get("spec").cloned().unwrap_or(Value::Null);
@@ -637,7 +688,8 @@ pub fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Vec<FieldError>
                         }
                     }
                     if let Some(m) = s.as_object_mut() {
-                        for f in ["activeDeadlineSeconds", "tolerations", "nodeName", "terminationGracePeriodSeconds", "schedulingGates"] {
+                        // Debug containers change through their own subresource, checked above.
+                        for f in ["activeDeadlineSeconds", "tolerations", "nodeName", "terminationGracePeriodSeconds", "schedulingGates", "ephemeralContainers"] {
                             m.remove(f);
                         }
                     }
@@ -821,6 +873,27 @@ mod tests {
         d["spec"]["foo"] = json!(null);
         assert_eq!(check_schema("Deployment", &d).unwrap(), vec!["spec.template.spec.containers[0].imagee"]);
         assert_eq!(check_schema("Deployment", &deploy(1, "web")).unwrap(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn ephemeral_containers_are_only_added_and_carry_no_serving_fields() {
+        let pod = |ec: Value| json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}], "ephemeralContainers": ec}});
+        let old = pod(json!([{"name": "dbg", "image": "d"}]));
+        assert!(validate("Pod", &old, Some(&pod(json!([])))).is_empty());
+        let e = messages(&validate("Pod", &old, None));
+        assert_eq!(e, vec!["spec.ephemeralContainers: Forbidden: cannot be set on create"]);
+        let bad = pod(json!([{"name": "dbg", "image": "d"}, {"name": "c", "image": "d", "ports": [{"containerPort": 80}], "resources": {}, "readinessProbe": {"exec": {"command": ["x"]}}}, {"name": "x"}]));
+        let e = messages(&validate("Pod", &bad, Some(&old)));
+        assert_eq!(e, vec![
+            "spec.ephemeralContainers[1].name: Duplicate value: \"c\"",
+            "spec.ephemeralContainers[1].ports: Forbidden: cannot be set for an Ephemeral Container",
+            "spec.ephemeralContainers[1].readinessProbe: Forbidden: cannot be set for an Ephemeral Container",
+            "spec.ephemeralContainers[2].image: Required value",
+        ]);
+        let e = messages(&validate("Pod", &pod(json!([{"name": "dbg", "image": "other"}])), Some(&old)));
+        assert_eq!(e, vec!["spec.ephemeralContainers[dbg]: Forbidden: existing ephemeral containers \"dbg\" may not be changed"]);
+        let e = messages(&validate("Pod", &pod(json!([])), Some(&old)));
+        assert_eq!(e, vec!["spec.ephemeralContainers: Forbidden: existing ephemeral containers \"dbg\" may not be removed\n"]);
     }
 
     #[test]

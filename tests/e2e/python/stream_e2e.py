@@ -1,0 +1,116 @@
+"""The official Python client's streaming calls against wasm pods: exec through
+kubernetes.stream.stream (output, exit codes, interactive stdin), many exec sessions at
+once, and port-forward through kubernetes.stream.portforward. Modelled on the client's own
+e2e tests (kubernetes/e2e_test/test_client.py: test_pod_apis, test_exit_code,
+test_portforward_raw), which use busybox shells; here the commands are the job module and
+the node's built-in tools.
+
+Environment: KUBECONFIG, EXEC_POD (a pod running `job sleep 3600`), WEB_POD (a WAGI server
+on 8080). Prints one line per check and "N passed, M failed" last.
+"""
+import concurrent.futures
+import os
+import sys
+import traceback
+
+from kubernetes import client, config
+from kubernetes.stream import portforward, stream
+
+config.load_kube_config()
+api = client.CoreV1Api()
+NS = "default"
+EXEC_POD = os.environ["EXEC_POD"]
+WEB_POD = os.environ["WEB_POD"]
+results = []
+
+
+def check(fn):
+    try:
+        fn()
+        results.append(True)
+        print(f"ok {fn.__name__}")
+    except Exception:
+        results.append(False)
+        print(f"FAILED {fn.__name__}\n{traceback.format_exc()}")
+    sys.stdout.flush()
+    return fn
+
+
+def exec_(command, **kw):
+    return stream(api.connect_get_namespaced_pod_exec, EXEC_POD, NS, command=command,
+                  stderr=True, stdin=False, stdout=True, tty=False, **kw)
+
+
+@check
+def exec_returns_the_module_output():
+    out = exec_(["job", "0", "from-python"])
+    assert out == "job: start\narg[0]=job\narg[1]=0\narg[2]=from-python\nmessage: exec-env\n", repr(out)
+
+
+@check
+def exec_reports_exit_codes_on_the_error_channel():
+    for code in (0, 3, 42):
+        resp = exec_(["job", str(code)], _preload_content=False)
+        resp.run_forever(timeout=30)
+        assert resp.returncode == code, (code, resp.returncode)
+    resp = exec_(["no-such-program"], _preload_content=False)
+    resp.run_forever(timeout=30)
+    assert resp.returncode == 127, resp.returncode
+    assert "executable file not found" in resp.read_stderr()
+
+
+@check
+def exec_streams_interactive_stdin():
+    resp = stream(api.connect_get_namespaced_pod_exec, EXEC_POD, NS, command=["cat"],
+                  stderr=True, stdin=True, stdout=True, tty=False, _preload_content=False)
+    got = ""
+    for line in ("first line\n", "second line\n"):
+        resp.write_stdin(line)
+        while line not in got:
+            resp.update(timeout=10)
+            assert resp.is_open(), "the session ended early"
+            got += resp.read_stdout()
+    resp.close()
+    assert got == "first line\nsecond line\n", repr(got)
+
+
+@check
+def two_hundred_exec_sessions_at_once():
+    def one(i):
+        return exec_(["echo", f"session {i}"])
+    with concurrent.futures.ThreadPoolExecutor(max_workers=200) as pool:
+        outs = list(pool.map(one, range(200)))
+    assert outs == [f"session {i}\n" for i in range(200)], [o for o in outs if not o.startswith("session")][:3]
+
+
+@check
+def portforward_carries_http():
+    pf = portforward(api.connect_get_namespaced_pod_portforward, WEB_POD, NS, ports="8080")
+    sock = pf.socket(8080)
+    sock.setblocking(True)
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
+    reply = b""
+    while True:
+        data = sock.recv(4096)
+        if not data:
+            break
+        reply += data
+    sock.close()
+    assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+    assert reply.endswith(b"hello from " + WEB_POD.encode() + b"\n"), reply[-200:]
+    assert pf.error(8080) is None, pf.error(8080)
+
+
+@check
+def exec_into_a_missing_pod_is_not_found():
+    try:
+        stream(api.connect_get_namespaced_pod_exec, "ghost", NS, command=["env"], stderr=True, stdin=False, stdout=True, tty=False)
+    except Exception as e:  # the client raises ApiException (or a websocket handshake error)
+        assert "404" in str(e) or "Not Found" in str(e), str(e)
+    else:
+        raise AssertionError("exec into a missing pod succeeded")
+
+
+passed = results.count(True)
+print(f"{passed} passed, {len(results) - passed} failed")
+sys.exit(0 if passed == len(results) else 1)
