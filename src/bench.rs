@@ -3,6 +3,7 @@
 //! Benchmarks start the real server as a child process and talk to it over
 //! HTTPS as any client would, so the figures include TLS, HTTP and the store.
 
+mod exec;
 mod pods;
 mod registry;
 mod scheduler;
@@ -32,6 +33,8 @@ pub enum BenchCommand {
     Dns(services::DnsArgs),
     /// HTTP through a Service's ClusterIP to 3 hello pods, against one pod and a native server.
     Http(services::HttpArgs),
+    /// exec round trips (built-in no-op, fresh module instance, kubectl) and port-forward throughput beside a direct connection.
+    Exec(exec::ExecArgs),
 }
 
 #[derive(clap::Args)]
@@ -58,6 +61,7 @@ pub async fn run(what: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Scheduler(args) => scheduler::run(args).await,
         BenchCommand::Dns(args) => services::dns(args).await,
         BenchCommand::Http(args) => services::http(args).await,
+        BenchCommand::Exec(args) => exec::run(args).await,
     }
 }
 
