@@ -111,6 +111,29 @@ def exec_into_a_missing_pod_is_not_found():
         raise AssertionError("exec into a missing pod succeeded")
 
 
+@check
+def garbage_on_the_wire_is_contained():
+    import ssl
+    import websocket
+    cfg = client.Configuration.get_default_copy()
+    url = cfg.host.replace("https://", "wss://") + f"/api/v1/namespaces/{NS}/pods/{EXEC_POD}/exec?command=cat&stdin=true&stdout=true"
+    headers = [f"Authorization: {cfg.api_key['authorization']}"]
+    for garbage in (os.urandom(65536), b"\xff" * 14 + os.urandom(1024)):
+        ws = websocket.create_connection(url, header=headers, subprotocols=["v5.channel.k8s.io"], sslopt={"cert_reqs": ssl.CERT_NONE})
+        # Frames on channels nobody reads, then bytes that are no WebSocket frame at all.
+        ws.send_binary(b"\x07unknown channel")
+        ws.send_binary(b"")
+        ws.sock.sendall(garbage)
+        try:
+            while ws.recv():
+                pass
+        except Exception:
+            pass  # the server closed the connection, as it should
+        ws.close()
+    # The node still answers.
+    assert exec_(["echo", "still here"]) == "still here\n"
+
+
 passed = results.count(True)
 print(f"{passed} passed, {len(results) - passed} failed")
 sys.exit(0 if passed == len(results) else 1)

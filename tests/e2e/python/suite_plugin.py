@@ -24,8 +24,8 @@ import pytest
 
 # Test -> why it is out of scope. Everything else in the suite must pass.
 LINUX_IMAGE = "runs a Linux image (busybox/nginx) and needs it running"
-EXEC = "needs exec into a running container (pods/exec), which the node does not serve yet"
-PORT_FORWARD = "needs port-forward (pods/portforward), which the node does not serve yet"
+EXEC = "execs busybox shell commands (sh -c ...), which only a Linux container has; tests/e2e/python/stream_e2e.py makes the same exec calls against wasm pods"
+PORT_FORWARD = "port-forwards to busybox nc/httpd; tests/e2e/python/stream_e2e.py port-forwards to a wasm pod"
 OUT_OF_SCOPE = {
     "test_client.py::TestClient::test_pod_apis": f"{LINUX_IMAGE}; {EXEC}",
     "test_client.py::TestClient::test_exit_code": f"{LINUX_IMAGE}; {EXEC}",
