@@ -305,7 +305,8 @@ async fn container_logs(state: &ServerState, ns: &str, pod_name: &str, container
         }
     };
     let spec = pod.spec.clone().unwrap_or_default();
-    if !spec.containers.iter().chain(spec.init_containers.iter().flatten()).any(|c| c.name == container) {
+    let ephemeral = spec.ephemeral_containers.iter().flatten().map(|c| &c.name);
+    if !spec.containers.iter().chain(spec.init_containers.iter().flatten()).map(|c| &c.name).chain(ephemeral).any(|n| n == container) {
         return text(StatusCode::NOT_FOUND, format!("container {container:?} not found in pod {pod_name:?}"));
     }
     let run = match pick_run(&pod, container, options.previous) {
@@ -380,7 +381,7 @@ pub(crate) async fn follow_run_log(state: &ServerState, path: PathBuf) -> Option
 pub fn pick_run(pod: &Pod, container: &str, previous: bool) -> Result<u32, String> {
     let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
     let status = pod.status.clone().unwrap_or_default();
-    let mut statuses = status.container_statuses.iter().flatten().chain(status.init_container_statuses.iter().flatten());
+    let mut statuses = status.container_statuses.iter().flatten().chain(status.init_container_statuses.iter().flatten()).chain(status.ephemeral_container_statuses.iter().flatten());
     let Some(s) = statuses.find(|s| s.name == container).cloned() else {
         // The node has not reported on it yet: it is being set up.
         return Err(format!("container {container:?} in pod {pod_name:?} is waiting to start: ContainerCreating"));

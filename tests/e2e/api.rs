@@ -321,20 +321,3 @@ fn json_patch_test_failure_is_invalid() {
     assert_eq!(c.jsonpath(&["cm", "guarded"], "{.data.a}"), "c");
     c.stop();
 }
-
-/// Ephemeral containers are not served: `kubectl debug` says so and fails, as it does
-/// against an upstream server without the subresource (it used to crash on the 404).
-#[test]
-fn kubectl_debug_reports_ephemeral_containers_unavailable() {
-    let (c, _dir) = Cluster::start();
-    c.ok(&["run", "target", "--image=example/target:1"]);
-    let out = c.kubectl_cmd(&["debug", "-it", "pod/target", "--image=busybox"]).stdin(Stdio::null()).output().expect("kubectl debug");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
-    assert!(!err.contains("panic"), "{err}");
-    assert!(
-        err.contains("error: ephemeral containers are disabled for this cluster (error from server: \"the server could not find the requested resource\")"),
-        "{err}"
-    );
-    c.stop();
-}

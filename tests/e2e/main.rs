@@ -4,6 +4,7 @@
 mod api;
 mod bad_input;
 mod controllers;
+mod debug;
 mod events;
 mod exec;
 mod harness;
