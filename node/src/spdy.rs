@@ -148,8 +148,9 @@ impl IncomingStream {
 /// ```no_run
 /// # async fn example(conn: tokio::net::TcpStream) {
 /// use tokio::io::AsyncWriteExt;
+/// use wasmkube_node::spdy::{serve, IncomingStream};
 ///
-/// let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+/// let (tx, mut rx) = tokio::sync::mpsc::channel::<IncomingStream>(8);
 /// tokio::spawn(async move {
 ///     while let Some(mut stream) = rx.recv().await {
 ///         if stream.header("streamtype") == Some("error") {
@@ -157,7 +158,7 @@ impl IncomingStream {
 ///         }
 ///     }
 /// });
-/// let _ = wasmkube_node::spdy::serve(conn, tx).await;
+/// let _ = serve(conn, tx).await;
 /// # }
 /// ```
 pub async fn serve<T>(io: T, streams: mpsc::Sender<IncomingStream>) -> Result<(), SpdyError>
