@@ -849,33 +849,7 @@ impl Shared {
         let mut out = Vec::new();
         for (n, c) in self.spec().init_containers.iter().flatten().chain(self.spec().containers.iter()).enumerate() {
             let one = |reason, message| PrepError { reason, message, container: Some(c.name.clone()) };
-            let image = c.image.clone().unwrap_or_default();
-            let policy = c.image_pull_policy.as_deref().and_then(PullPolicy::parse).unwrap_or_else(|| PullPolicy::default_for(&image));
-            // kubelet's Pulling before a pull that asks the registry, and Pulled after any.
-            if policy == PullPolicy::Always || (policy == PullPolicy::IfNotPresent && !self.ctx.images.present(&image)) {
-                self.event(&c.name, Type::Normal, events::PULLING, events::pulling(&image));
-            }
-            let pull_started = Instant::now();
-            let pulled = self.ctx.images.pull(&image, policy, &creds).await.map_err(|e| match e {
-                PullError::NotPresent { .. } => one("ErrImageNeverPull", e.to_string()),
-                e => one("ErrImagePull", e.to_string()),
-            })?;
-            let message = if pulled.already_present { events::already_present(&image) } else { events::pulled(&image, pull_started.elapsed(), pulled.size) };
-            self.event(&c.name, Type::Normal, events::PULLED, message);
-            let (module, digest) = match &pulled.content {
-                ImageContent::Wasm { path, digest, .. } => (path.clone(), digest.clone()),
-                ImageContent::Linux { .. } => return Err(one("CreateContainerError", format!("{image} is a Linux container image; this node runs wasm images only"))),
-            };
-            let mut env = env::container_env(c, &facts, &sources).map_err(|e| one("CreateContainerConfigError", e.0))?;
-            // The runtime's own variable, as a container runtime sets it: the pod's host name.
-            if !env.iter().any(|(k, _)| k == "HOSTNAME") {
-                let host = self.spec().hostname.clone().unwrap_or_else(|| self.name.clone());
-                env.insert(0, ("HOSTNAME".into(), host));
-            }
-            let mounts = volumes::mounts(c, &vols).map_err(|e| one("CreateContainerConfigError", e.0))?;
-            let mut argv: Vec<String> = c.command.clone().unwrap_or_else(|| vec![c.name.clone()]);
-            argv.extend(c.args.iter().flatten().cloned());
-            let argv = argv.iter().map(|a| env::expand(a, &env)).collect();
+            let Base { module, digest, image_id, env, mounts, argv } = self.pull_and_configure(c, &creds, &facts, &sources, &vols).await?;
             let limits = c.resources.as_ref().and_then(|r| r.limits.as_ref());
             let limit = |name: &str| limits.and_then(|l| l.get(name)).map(|q| q.0.clone());
             let (p_module, p_digest) = (module.clone(), digest.clone());
@@ -885,10 +859,10 @@ impl Shared {
             out.push(Prepared {
                 module,
                 digest,
-                image_id: format!("{}@{}", pulled.reference.split('@').next().unwrap_or_default(), pulled.digest),
+                image_id,
                 argv,
                 env,
-                mounts: mounts.into_iter().map(|m| (m.host, m.guest, m.read_only)).collect(),
+                mounts,
                 memory_limit: limit("memory").and_then(|q| crate::quantity::bytes(&q)),
                 cpu_millis: limit("cpu").and_then(|q| crate::quantity::millicores(&q)),
                 executor,
@@ -980,6 +954,54 @@ impl Shared {
 /// `ClusterFirst` (the default) searches the pod's namespace, then `svc` and the cluster
 /// domain, with `dnsConfig` searches and `ndots` added; `Default` and `None` use only the
 /// host's resolvers.
+/// What a container runs from and with, the part of preparing it that regular and
+/// ephemeral containers share.
+pub(super) struct Base {
+    pub module: PathBuf,
+    pub digest: String,
+    pub image_id: String,
+    pub env: Vec<(String, String)>,
+    pub mounts: Vec<(PathBuf, String, bool)>,
+    pub argv: Vec<String>,
+}
+
+impl Shared {
+    /// Pulls `c`'s image as kubelet does (with its Pulling and Pulled Events) and works out
+    /// its env, mounts over `vols` and argv.
+    pub(super) async fn pull_and_configure(&self, c: &Container, creds: &RegistryCredentials, facts: &PodFacts<'_>, sources: &Sources, vols: &std::collections::BTreeMap<String, volumes::Prepared>) -> Result<Base, PrepError> {
+        let one = |reason, message| PrepError { reason, message, container: Some(c.name.clone()) };
+        let image = c.image.clone().unwrap_or_default();
+        let policy = c.image_pull_policy.as_deref().and_then(PullPolicy::parse).unwrap_or_else(|| PullPolicy::default_for(&image));
+        // kubelet's Pulling before a pull that asks the registry, and Pulled after any.
+        if policy == PullPolicy::Always || (policy == PullPolicy::IfNotPresent && !self.ctx.images.present(&image)) {
+            self.event(&c.name, Type::Normal, events::PULLING, events::pulling(&image));
+        }
+        let pull_started = Instant::now();
+        let pulled = self.ctx.images.pull(&image, policy, creds).await.map_err(|e| match e {
+            PullError::NotPresent { .. } => one("ErrImageNeverPull", e.to_string()),
+            e => one("ErrImagePull", e.to_string()),
+        })?;
+        let message = if pulled.already_present { events::already_present(&image) } else { events::pulled(&image, pull_started.elapsed(), pulled.size) };
+        self.event(&c.name, Type::Normal, events::PULLED, message);
+        let (module, digest) = match &pulled.content {
+            ImageContent::Wasm { path, digest, .. } => (path.clone(), digest.clone()),
+            ImageContent::Linux { .. } => return Err(one("CreateContainerError", format!("{image} is a Linux container image; this node runs wasm images only"))),
+        };
+        let mut env = env::container_env(c, facts, sources).map_err(|e| one("CreateContainerConfigError", e.0))?;
+        // The runtime's own variable, as a container runtime sets it: the pod's host name.
+        if !env.iter().any(|(k, _)| k == "HOSTNAME") {
+            let host = self.spec().hostname.clone().unwrap_or_else(|| self.name.clone());
+            env.insert(0, ("HOSTNAME".into(), host));
+        }
+        let mounts = volumes::mounts(c, vols).map_err(|e| one("CreateContainerConfigError", e.0))?;
+        let mut argv: Vec<String> = c.command.clone().unwrap_or_else(|| vec![c.name.clone()]);
+        argv.extend(c.args.iter().flatten().cloned());
+        let argv = argv.iter().map(|a| env::expand(a, &env)).collect();
+        let image_id = format!("{}@{}", pulled.reference.split('@').next().unwrap_or_default(), pulled.digest);
+        Ok(Base { module, digest, image_id, env, mounts: mounts.into_iter().map(|m| (m.host, m.guest, m.read_only)).collect(), argv })
+    }
+}
+
 impl Shared {
     /// Makes the run of `which` reachable by exec and attach until the guard drops; a
     /// container with `stdin: true` gets its stdin from attach sessions.

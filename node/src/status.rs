@@ -148,14 +148,7 @@ impl PodState {
                     // and the interrupted run becomes its last state (kubelet's `Unknown`, 255),
                     // so `kubectl logs --previous` reads it.
                     s.restarts += 1;
-                    s.last = Some(Terminated {
-                        exit_code: 255,
-                        reason: "Unknown".into(),
-                        message: None,
-                        started: running.started_at.as_ref().map(|t| t.0.to_string()).unwrap_or_default(),
-                        finished: now(),
-                        container_id: s.run_id.clone(),
-                    });
+                    s.last = Some(interrupted(running, &s.run_id));
                 }
             }
             s
@@ -229,16 +222,21 @@ fn restore_ephemeral(c: &k8s_openapi::api::core::v1::EphemeralContainer, old: Op
     if let Some(t) = &state.terminated {
         s.state = State::Terminated(restore_terminated(t));
     } else if let Some(running) = &state.running {
-        s.state = State::Terminated(Terminated {
-            exit_code: 255,
-            reason: "Unknown".into(),
-            message: None,
-            started: running.started_at.as_ref().map(|t| t.0.to_string()).unwrap_or_default(),
-            finished: now(),
-            container_id: s.run_id.clone(),
-        });
+        s.state = State::Terminated(interrupted(running, &s.run_id));
     }
     s
+}
+
+/// A run the node's restart interrupted, as kubelet reports it: `Unknown`, exit code 255.
+fn interrupted(running: &k8s_openapi::api::core::v1::ContainerStateRunning, run_id: &str) -> Terminated {
+    Terminated {
+        exit_code: 255,
+        reason: "Unknown".into(),
+        message: None,
+        started: running.started_at.as_ref().map(|t| t.0.to_string()).unwrap_or_default(),
+        finished: now(),
+        container_id: run_id.to_owned(),
+    }
 }
 
 fn restore_terminated(t: &k8s_openapi::api::core::v1::ContainerStateTerminated) -> Terminated {

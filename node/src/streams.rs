@@ -72,10 +72,8 @@ fn is_websocket<B>(req: &Request<B>) -> bool {
 /// The `101 Switching Protocols` answer to a WebSocket upgrade with `protocol`.
 fn accept_websocket<B>(req: &Request<B>, protocol: Option<&str>) -> Response<Body> {
     let key = req.headers().get(header::SEC_WEBSOCKET_KEY).map(|k| k.as_bytes()).unwrap_or_default();
-    let mut resp = text(StatusCode::SWITCHING_PROTOCOLS, "");
-    *resp.body_mut() = empty_body();
+    let mut resp = switching_protocols();
     let h = resp.headers_mut();
-    h.remove(header::CONTENT_TYPE);
     h.insert(header::UPGRADE, header::HeaderValue::from_static("websocket"));
     h.insert(header::CONNECTION, header::HeaderValue::from_static("Upgrade"));
     if let Ok(v) = header::HeaderValue::from_str(&tokio_tungstenite::tungstenite::handshake::derive_accept_key(key)) {
@@ -87,9 +85,12 @@ fn accept_websocket<B>(req: &Request<B>, protocol: Option<&str>) -> Response<Bod
     resp
 }
 
-fn empty_body() -> Body {
+/// A bare `101 Switching Protocols`; the caller adds the protocol's headers.
+fn switching_protocols() -> Response<Body> {
     use http_body_util::BodyExt;
-    http_body_util::Empty::<Bytes>::new().map_err(|never| match never {}).boxed_unsync()
+    let mut resp = Response::new(http_body_util::Empty::<Bytes>::new().map_err(|never| match never {}).boxed_unsync());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    resp
 }
 
 /// Every value of a query parameter, in order.
@@ -411,10 +412,8 @@ pub fn port_forward<B: Send + 'static>(state: Arc<ServerState>, mut req: Request
             });
             target.spdy(ours).await;
         });
-        let mut resp = text(StatusCode::SWITCHING_PROTOCOLS, "");
-        *resp.body_mut() = empty_body();
+        let mut resp = switching_protocols();
         let h = resp.headers_mut();
-        h.remove(header::CONTENT_TYPE);
         h.insert(header::CONNECTION, header::HeaderValue::from_static("Upgrade"));
         h.insert(header::UPGRADE, header::HeaderValue::from_static("SPDY/3.1"));
         h.insert("x-stream-protocol-version", header::HeaderValue::from_static("portforward.k8s.io"));

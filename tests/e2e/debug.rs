@@ -2,21 +2,8 @@
 //! pod's own container, attachable while it runs, with its status and logs; `--copy-to`
 //! makes a new pod; the API refuses what upstream refuses.
 
+use crate::exec::sleeper;
 use crate::harness::{wait_for, Cluster};
-
-fn sleeper(name: &str, image: &str) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Pod
-metadata: {{name: {name}}}
-spec:
-  containers:
-  - name: job
-    image: "{image}"
-    args: ["sleep", "3600"]
-"#
-    )
-}
 
 #[test]
 fn debug_runs_an_ephemeral_container_once_and_refuses_a_changed_one() {

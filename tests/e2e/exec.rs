@@ -9,7 +9,7 @@ use std::time::Duration;
 
 /// A pod running `job sleep 3600` (the `job` example) with a scratch emptyDir and a
 /// read-only ConfigMap volume.
-fn sleeper(name: &str, image: &str) -> String {
+pub fn sleeper(name: &str, image: &str) -> String {
     format!(
         r#"apiVersion: v1
 kind: ConfigMap

@@ -5,7 +5,7 @@
 //! The node speaks the streaming protocols (WebSocket channels, SPDY inside a WebSocket);
 //! once it has answered `101 Switching Protocols`, bytes are copied both ways unchanged.
 
-use super::logs::{node_endpoint, node_tls, resolve_container};
+use super::logs::{node_connection, node_endpoint, resolve_container, FetchError};
 use super::request::Query;
 use super::resources;
 use super::status::{ApiError, ApiResult, Target};
@@ -17,10 +17,7 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
-use std::time::Duration;
 
-/// How long reaching a node (TCP and TLS) may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How much of a node's refusal is read.
 const MAX_ERROR_BYTES: usize = 64 << 10;
 
@@ -190,23 +187,12 @@ async fn relay_refusal(resp: hyper::Response<hyper::body::Incoming>) -> Response
 /// Sends the upgrade request to the node over HTTPS with the node credential.
 async fn open(url: &str, method: Method, headers: HeaderMap, token: &str) -> Result<hyper::Response<hyper::body::Incoming>, String> {
     let uri: axum::http::Uri = url.parse().map_err(|_| format!("invalid node address {url}"))?;
-    let authority = uri.authority().ok_or_else(|| format!("invalid node address {url}"))?.clone();
-    let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_owned();
-    let port = authority.port_u16().unwrap_or(443);
-    let server_name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|_| format!("invalid node address {host}"))?;
-    let connect = async {
-        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
-        let _ = tcp.set_nodelay(true);
-        let tls = node_tls().map_err(std::io::Error::other)?;
-        tokio_rustls::TlsConnector::from(tls).connect(server_name, tcp).await
-    };
-    let tls = tokio::time::timeout(CONNECT_TIMEOUT, connect).await.map_err(|_| format!("dial tcp {host}:{port}: i/o timeout"))?.map_err(|e| format!("dial tcp {host}:{port}: {e}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(error = %e, "node streaming connection ended with an error");
-        }
-    });
+    let dial = || format!("dial tcp {}", uri.authority().map_or("", |a| a.as_str()));
+    let (mut sender, authority) = node_connection(&uri).await.map_err(|e| match e {
+        FetchError::Timeout => format!("{}: i/o timeout", dial()),
+        FetchError::Io(e) => format!("{}: {e}", dial()),
+        other => other.to_string(),
+    })?;
     let mut builder = hyper::Request::builder().method(method).uri(uri.path_and_query().map_or("/", |p| p.as_str()));
     for (name, value) in &headers {
         builder = builder.header(name, value);

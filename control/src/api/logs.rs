@@ -210,7 +210,7 @@ pub async fn serve(state: SharedState, namespace: String, name: String, query: Q
 }
 
 #[derive(Debug, thiserror::Error)]
-enum FetchError {
+pub(super) enum FetchError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]
@@ -221,10 +221,10 @@ enum FetchError {
     Timeout,
 }
 
-/// One GET to a node over HTTPS with the admin bearer token.
-async fn fetch(url: &str, token: &str) -> Result<axum::http::Response<hyper::body::Incoming>, FetchError> {
-    let uri: axum::http::Uri = url.parse().map_err(|_| FetchError::Address(url.into()))?;
-    let authority = uri.authority().ok_or_else(|| FetchError::Address(url.into()))?.clone();
+/// An HTTP/1.1 connection to the node endpoint `uri` names, over TLS (upgrades allowed:
+/// exec and port-forward switch protocols on it); the sender and the authority for `Host`.
+pub(super) async fn node_connection(uri: &axum::http::Uri) -> Result<(hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>, axum::http::uri::Authority), FetchError> {
+    let authority = uri.authority().ok_or_else(|| FetchError::Address(uri.to_string()))?.clone();
     let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_owned();
     let port = authority.port_u16().unwrap_or(443);
     let server_name = rustls::pki_types::ServerName::try_from(host.clone()).map_err(|_| FetchError::Address(host.clone()))?;
@@ -235,13 +235,20 @@ async fn fetch(url: &str, token: &str) -> Result<axum::http::Response<hyper::bod
         tokio_rustls::TlsConnector::from(tls).connect(server_name, tcp).await
     };
     let tls = tokio::time::timeout(CONNECT_TIMEOUT, connect).await.map_err(|_| FetchError::Timeout)??;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
-    // Runs until the response body is read or dropped (the client went away).
+    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await?;
+    // Runs until the response (or the upgraded stream) is done with or dropped.
     tokio::spawn(async move {
-        if let Err(e) = conn.await {
+        if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "node connection ended with an error");
         }
     });
+    Ok((sender, authority))
+}
+
+/// One GET to a node over HTTPS with the admin bearer token.
+async fn fetch(url: &str, token: &str) -> Result<axum::http::Response<hyper::body::Incoming>, FetchError> {
+    let uri: axum::http::Uri = url.parse().map_err(|_| FetchError::Address(url.into()))?;
+    let (mut sender, authority) = node_connection(&uri).await?;
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let req = axum::http::Request::get(path)
         .header(header::HOST, authority.as_str())

@@ -3,10 +3,9 @@
 //! the pod's volumes, its log where container logs go, and exec/attach reaching it. As in
 //! kubelet, one never restarts and a pod that has finished starts none.
 
-use super::{select_executor, termination, ExecutorChoice, PrepError, Prepared, RunningLog, Shared};
+use super::{select_executor, termination, Base, ExecutorChoice, PrepError, Prepared, RunningLog, Shared};
 use crate::env::PodFacts;
 use crate::events::{self, Type};
-use crate::images::{ImageContent, PullError, PullPolicy};
 use crate::logs::{self, LogWriter};
 use crate::status::{self, State};
 use crate::volumes;
@@ -125,42 +124,18 @@ impl Shared {
         let creds = self.pull_credentials().await;
         let pod_ip = self.pod_ip();
         let facts = PodFacts { pod, pod_ip: &pod_ip, host_ip: &self.ctx.host_ip, node_name: &self.ctx.name };
-        let image = c.image.clone().unwrap_or_default();
-        let policy = c.image_pull_policy.as_deref().and_then(PullPolicy::parse).unwrap_or_else(|| PullPolicy::default_for(&image));
-        if policy == PullPolicy::Always || (policy == PullPolicy::IfNotPresent && !self.ctx.images.present(&image)) {
-            self.event(&c.name, Type::Normal, events::PULLING, events::pulling(&image));
-        }
-        let pull_started = std::time::Instant::now();
-        let pulled = self.ctx.images.pull(&image, policy, &creds).await.map_err(|e| match e {
-            PullError::NotPresent { .. } => fail("ErrImageNeverPull", e.to_string()),
-            e => fail("ErrImagePull", e.to_string()),
-        })?;
-        let message = if pulled.already_present { events::already_present(&image) } else { events::pulled(&image, pull_started.elapsed(), pulled.size) };
-        self.event(&c.name, Type::Normal, events::PULLED, message);
-        let (module, digest) = match &pulled.content {
-            ImageContent::Wasm { path, digest, .. } => (path.clone(), digest.clone()),
-            ImageContent::Linux { .. } => return Err(fail("CreateContainerError", format!("{image} is a Linux container image; this node runs wasm images only"))),
-        };
-        let mut env = crate::env::container_env(c, &facts, &sources).map_err(|e| fail("CreateContainerConfigError", e.0))?;
-        if !env.iter().any(|(k, _)| k == "HOSTNAME") {
-            let host = self.spec().hostname.clone().unwrap_or_else(|| self.name.clone());
-            env.insert(0, ("HOSTNAME".into(), host));
-        }
         let vols = volumes::existing(&self.ctx.pods_dir.join(&self.uid), self.spec().volumes.as_deref().unwrap_or_default());
-        let mounts = volumes::mounts(c, &vols).map_err(|e| fail("CreateContainerConfigError", e.0))?;
-        let mut argv: Vec<String> = c.command.clone().unwrap_or_else(|| vec![c.name.clone()]);
-        argv.extend(c.args.iter().flatten().cloned());
-        let argv = argv.iter().map(|a| crate::env::expand(a, &env)).collect();
+        let Base { module, digest, image_id, env, mounts, argv } = self.pull_and_configure(c, &creds, &facts, &sources, &vols).await?;
         let artifact = self.ctx.runtime.artifact_kind_off_thread(&module, &digest).await.map_err(|m| fail("CreateContainerError", m))?;
         // No ports (the API forbids them), so a command; a wasi:http component is refused.
         let executor = select_executor(artifact, ExecutorChoice::Command, Vec::new(), false, "Never").map_err(|m| fail("CreateContainerError", m))?;
         Ok(Prepared {
             module,
             digest,
-            image_id: format!("{}@{}", pulled.reference.split('@').next().unwrap_or_default(), pulled.digest),
+            image_id,
             argv,
             env,
-            mounts: mounts.into_iter().map(|m| (m.host, m.guest, m.read_only)).collect(),
+            mounts,
             memory_limit: None,
             cpu_millis: None,
             executor,
